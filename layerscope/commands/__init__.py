@@ -1,0 +1,1 @@
+"""One module per CLI subcommand: argument definitions and a thin ``run(args)``."""

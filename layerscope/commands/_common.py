@@ -1,0 +1,25 @@
+"""Argument helpers shared by several subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_model_loading(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", metavar="HUB_ID_OR_DIR",
+                        help="architecture and tokenizer for bare weights (.safetensors or a state_dict .pt)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="where to run the model (default: auto = cuda if available)")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="allow model code from the hub (off by default: it runs arbitrary code)")
+
+
+def add_output(parser: argparse.ArgumentParser, *, default: str | None = None, what: str = "run directory") -> None:
+    parser.add_argument("-o", "--output", default=default, metavar="DIR", help=f"{what} to write" +
+                        (f" (default: {default})" if default else ""))
+    parser.add_argument("--force", action="store_true", help=f"replace an existing {what}")
+
+
+def command_line() -> list[str]:
+    return ["layerscope", *sys.argv[1:]]

@@ -1,0 +1,1 @@
+"""Figures from tidy tables (matplotlib, Agg backend); no metrics are computed here."""

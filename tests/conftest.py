@@ -1,0 +1,110 @@
+"""Shared fixtures: the real data directory (skipped without it) and tiny models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests never download: fail fast instead of retrying a hub that cannot be reached.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def shared_data_dir() -> Path | None:
+    """``$LAYERSCOPE_TEST_DATA`` or ``../shared/data`` beside the repository, if present."""
+    env = os.environ.get("LAYERSCOPE_TEST_DATA")
+    candidates = [Path(env)] if env else []
+    candidates.append(REPO_ROOT.parent / "shared" / "data")
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip("real data not available (set LAYERSCOPE_TEST_DATA or put ../shared/data beside the repo)")
+    return path
+
+
+# --------------------------------------------------------------------------- tiny data and models
+
+LANGS = ("en", "fr", "de", "ja")
+
+
+def synthetic_parallel(n: int = 40, seed: int = 0) -> dict[str, list[str]]:
+    """A made-up multi-way corpus: each language renames the words of a shared vocabulary.
+
+    Word order is kept, so translations really are translations of each other; Japanese-like
+    text is written without spaces to exercise character-level tokenisation.
+    """
+    import random
+
+    rng = random.Random(seed)
+    vocab = [f"w{i}" for i in range(60)]
+    renames = {
+        "en": lambda w: "e" + w[1:] + "x",
+        "fr": lambda w: "fa" + w[1:] + "le",
+        "de": lambda w: "dz" + w[1:] + "en",
+        "ja": lambda w: chr(0x3042 + int(w[1:]) % 40) + chr(0x30A2 + int(w[1:]) // 2 % 40),
+    }
+    out: dict[str, list[str]] = {lang: [] for lang in LANGS}
+    for _ in range(n):
+        words = rng.sample(vocab, rng.randint(4, 9))
+        for lang in LANGS:
+            joiner = "" if lang == "ja" else " "
+            out[lang].append(joiner.join(renames[lang](w) for w in words))
+    return out
+
+
+def write_tsv(path: Path, columns: dict[str, list[str]]) -> Path:
+    langs = list(columns)
+    rows = ["\t".join(langs)] + ["\t".join(columns[l][i] for l in langs) for i in range(len(columns[langs[0]]))]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_tsv(tmp_path_factory) -> Path:
+    return write_tsv(tmp_path_factory.mktemp("corpus") / "parallel.tsv", synthetic_parallel())
+
+
+def make_encoder(arch: str = "bert", *, layers: int = 4, width: int = 32, seed: int = 0, texts=None):
+    from layerscope.encoder import _finish
+    from layerscope.checkpoint import state_dict_hash
+    from layerscope.toymodels import build_tiny
+
+    if texts is None:
+        columns = synthetic_parallel()
+        texts = [s for sents in columns.values() for s in sents]
+    model, tokenizer = build_tiny(arch, texts, layers=layers, width=width, heads=2, vocab_size=400, seed=seed)
+    return _finish(model, tokenizer, name=f"tiny-{arch}", source_hash=state_dict_hash(model.state_dict()),
+                   meta={}, tokenizer_name=None, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """base.pt and perturbed.pt (blocks 2-3 changed) of one tiny BERT, and other.pt (GPT-2)."""
+    import torch
+
+    from layerscope.checkpoint import save_checkpoint
+    from layerscope.encoder import checkpoint_from_encoder
+
+    directory = tmp_path_factory.mktemp("ckpt")
+    encoder = make_encoder("bert")
+    save_checkpoint(directory / "base.pt", checkpoint_from_encoder(encoder, meta={"name": "base"}))
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, param in encoder.model.named_parameters():
+            if name.startswith(("encoder.layer.2.", "encoder.layer.3.")):
+                param.add_(0.05 * torch.randn(param.shape, generator=generator))
+    save_checkpoint(directory / "perturbed.pt", checkpoint_from_encoder(encoder, meta={"name": "perturbed"}))
+    save_checkpoint(directory / "other.pt", checkpoint_from_encoder(make_encoder("gpt2"), meta={"name": "gpt2"}))
+    return {"base": directory / "base.pt", "perturbed": directory / "perturbed.pt", "other": directory / "other.pt",
+            "dir": directory}
