@@ -98,7 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    configure_logging(quiet=getattr(args, "quiet", False), verbose=args.verbose)
+    from . import progress
+
+    configure_logging(quiet=getattr(args, "quiet", False) or not progress.enabled(), verbose=args.verbose)
     try:
         return int(args._run(args) or 0)
     except LayerscopeError as exc:

@@ -1,0 +1,576 @@
+"""URIEL distances between languages, computed from the features that PyPI ``lang2vec`` ships.
+
+lang2vec 1.1.2 ships URIEL *features* but no distances, so they are computed here the way
+URIEL defines them (Littell et al. 2017), at full precision:
+
+- **syntactic, phonological, inventory, featural**: angular distance ``2·arccos(cos)/π``
+  between binary feature vectors (``S_``, ``P_``, ``INV_`` features; featural = all three),
+  each feature the maximum over URIEL's sources, a value missing in every source counted as 0.
+  Not the kNN-imputed vectors and not ``1 − cos``. A language whose vector is all zeros has no
+  angle to anything: its distance is NaN (missing), never a guess.
+- **genetic**: ``1 − |A⁺ ∩ B⁺| / |B⁺|`` where ``X⁺`` is the set of Glottolog ancestors of X
+  plus X itself. For two different languages this is URIEL's
+  ``1 − shared / (|ancestors of B| + 1)``: it uses the depth of the **second** language
+  (``genetic(task, transfer)`` normalises by the transfer language, as in the LangRank table),
+  so it is asymmetric. ``genetic_sym`` uses the deeper of the two lineages
+  (= the larger of the two directions) and is symmetric. ``d(a, a) = 0``.
+- **geographic**: great-circle distance between the languages' coordinates over half the
+  Earth's circumference (π·6371 km). lang2vec has no coordinates, only ``GC_<lat>_<lon>``
+  features holding such normalised distances to 299 anchor points; the coordinates are recovered
+  from them by least squares on the sphere (:func:`coordinates`).
+
+Language codes: ISO 639-1, ISO 639-3 or FLORES codes. A canonical code (``zh``, ``ar``) maps to
+the ISO 639-3 code with the most URIEL features among the language's codes; in lang2vec 1.1.2
+that is always the macrolanguage (``zho`` not ``cmn``, ``ara`` not ``arb``, ``fas``/``pes`` are
+equal, ``est`` not ``ekk``, ``msa`` not ``zsm``, ``nor`` not ``nob``, ``lav`` not ``lvs``,
+``aze`` not ``azj``). An ISO 639-3 code that URIEL knows is used exactly as given (``cmn``).
+
+Sources: ``lang2vec`` (default), ``urielplus`` (optional, URIEL+'s own distance, which uses only
+the features both languages have), and user feature tables (CSV, :func:`read_feature_table`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import importlib.util
+import logging
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import languages
+from .errors import LayerscopeError
+
+DISTANCE_KINDS = ("syntactic", "phonological", "inventory", "featural", "genetic", "geographic")
+EXTRA_KINDS = ("genetic_sym",)
+ALL_KINDS = DISTANCE_KINDS + EXTRA_KINDS
+EARTH_RADIUS_KM = 6371.0
+_PREFIXES = {
+    "syntactic": ("S_",),
+    "phonological": ("P_",),
+    "inventory": ("INV_",),
+    "featural": ("S_", "P_", "INV_"),
+}
+LANG2VEC_VERSION = "lang2vec 1.1.2"
+
+
+# ---------------------------------------------------------------------------------------------
+# pure kernels
+
+
+def angular_distance(x: np.ndarray, y: np.ndarray) -> float:
+    """URIEL's angular distance ``2·arccos(cos(x, y))/π`` of two vectors of shape (k,).
+
+    In [0, 1] for non-negative vectors (URIEL's binary features). NaN when either vector is all
+    zeros (no angle). The angle is computed in float64 as ``2·atan2(‖x̂ − ŷ‖, ‖x̂ + ŷ‖)``, which
+    equals ``arccos(cos)`` but stays exact for nearly parallel vectors, where arccos loses half
+    its digits (identical vectors give 0, not 1e-8; float32 arccos gives the 0.0002 seen in
+    published tables).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"angular_distance needs two vectors of equal shape (k,), got {x.shape} and {y.shape}")
+    nx, ny = np.linalg.norm(x), np.linalg.norm(y)
+    if nx == 0.0 or ny == 0.0:
+        return math.nan
+    ux, uy = x / nx, y / ny
+    angle = 2.0 * math.atan2(float(np.linalg.norm(ux - uy)), float(np.linalg.norm(ux + uy)))
+    return 2.0 * angle / math.pi
+
+
+def central_angle(lat1, lon1, lat2, lon2):
+    """Great-circle central angle in radians between points given in radians (haversine)."""
+    s = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
+    return 2.0 * np.arcsin(np.sqrt(np.clip(s, 0.0, 1.0)))
+
+
+def geographic_distance(coord_a: tuple[float, float], coord_b: tuple[float, float]) -> float:
+    """Great-circle distance between two (lat, lon) points in degrees over π·6371 km, in [0, 1]."""
+    lat1, lon1, lat2, lon2 = np.radians([coord_a[0], coord_a[1], coord_b[0], coord_b[1]])
+    km = EARTH_RADIUS_KM * float(central_angle(lat1, lon1, lat2, lon2))
+    return km / (math.pi * EARTH_RADIUS_KM)
+
+
+def lineage_distance(ancestors_a: frozenset, ancestors_b: frozenset, *, same: bool, symmetric: bool = False) -> float:
+    """``1 − |A⁺ ∩ B⁺| / |B⁺|`` with ``X⁺`` = ancestors of X plus X itself (URIEL's genetic).
+
+    ``symmetric`` divides by the larger of ``|A⁺|`` and ``|B⁺|`` instead of ``|B⁺|``.
+    """
+    shared = len(ancestors_a & ancestors_b) + (1 if same else 0)
+    depth = max(len(ancestors_a), len(ancestors_b)) if symmetric else len(ancestors_b)
+    return 1.0 - shared / (depth + 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# lang2vec data
+
+
+def lang2vec_data_dir() -> Path:
+    """The ``data/`` folder of the installed lang2vec package (found without importing it)."""
+    spec = importlib.util.find_spec("lang2vec")
+    if spec is None or not spec.submodule_search_locations:
+        raise LayerscopeError("typology needs the lang2vec package: pip install 'lang2vec>=1.1.2' 'setuptools<81'")
+    directory = Path(list(spec.submodule_search_locations)[0]) / "data"
+    for name in ("features.npz", "family_features.npz", "geocoord_features.npz"):
+        if not (directory / name).is_file():
+            raise LayerscopeError(f"lang2vec installation lacks {name}; reinstall lang2vec", source=directory)
+    return directory
+
+
+@dataclass(frozen=True)
+class _Uriel:
+    index: dict                 # ISO 639-3 code -> row
+    feats: np.ndarray           # (289,) feature names of features.npz
+    typo: np.ndarray            # (n_langs, 289) float64, max over sources, missing -> 0
+    observed: np.ndarray        # (n_langs, 289) bool, observed in at least one source
+    family_index: dict          # code -> row of family_features.npz
+    family: np.ndarray          # (n_langs, n_families) bool
+    family_names: np.ndarray
+    geo_index: dict
+    geo: np.ndarray             # (n_langs, 299) float64 normalised distances to anchors, -1 missing
+    anchors: np.ndarray         # (299, 2) anchor (lat, lon) in radians
+
+
+@lru_cache(maxsize=1)
+def _uriel() -> _Uriel:
+    directory = lang2vec_data_dir()
+    with np.load(directory / "features.npz") as z:
+        data = z["data"]  # (n_langs, n_feats, n_sources) float32 in {-1, 0, 1}
+        best = data.max(axis=2)
+        feats = np.asarray(z["feats"]).astype(str)
+        index = {str(code): i for i, code in enumerate(z["langs"])}
+    observed = best >= 0
+    typo = np.where(observed, best, 0.0).astype(np.float64)
+    with np.load(directory / "family_features.npz") as z:
+        family = z["data"][:, :, 0] > 0
+        family_names = np.asarray(z["feats"]).astype(str)
+        family_index = {str(code): i for i, code in enumerate(z["langs"])}
+    with np.load(directory / "geocoord_features.npz") as z:
+        geo = z["data"][:, :, 0].astype(np.float64)
+        geo_index = {str(code): i for i, code in enumerate(z["langs"])}
+        anchor_deg = np.array([[float(v) for v in str(name)[3:].split("_")] for name in z["feats"]])
+    return _Uriel(index, feats, typo, observed, family_index, family, family_names, geo_index, geo,
+                  np.radians(anchor_deg))
+
+
+@lru_cache(maxsize=8)
+def _columns(kind: str) -> np.ndarray:
+    feats = _uriel().feats
+    return np.array([i for i, name in enumerate(feats) if name.startswith(_PREFIXES[kind])])
+
+
+def uriel_languages() -> frozenset[str]:
+    """ISO 639-3 codes that lang2vec's URIEL data has rows for."""
+    return frozenset(_uriel().index)
+
+
+def feature_vector(code: str, kind: str) -> np.ndarray:
+    """URIEL feature vector of a language, shape (k,): max over sources, missing as 0.
+
+    ``kind`` is syntactic, phonological, inventory or featural.
+    """
+    if kind not in _PREFIXES:
+        raise LayerscopeError(f"no feature vector for {kind!r}: one of {', '.join(_PREFIXES)}")
+    code3 = _require(code)
+    return _uriel().typo[_uriel().index[code3], _columns(kind)].copy()
+
+
+def observed_features(code: str, kind: str) -> int:
+    """How many features of ``kind`` URIEL has observed (0 or 1) for the language."""
+    code3 = _require(code)
+    return int(_uriel().observed[_uriel().index[code3], _columns(kind)].sum())
+
+
+def ancestors(code: str) -> frozenset[str]:
+    """Glottolog ancestors of a language (URIEL family features), without the language itself."""
+    code3 = _require(code)
+    data = _uriel()
+    row = data.family_index.get(code3)
+    if row is None:
+        return frozenset()
+    return frozenset(data.family_names[data.family[row]].tolist())
+
+
+@lru_cache(maxsize=4096)
+def coordinates(code: str) -> tuple[float, float]:
+    """(latitude, longitude) in degrees recovered from URIEL's geocoord features.
+
+    Each ``GC_<lat>_<lon>`` feature is the great-circle distance to that anchor over π·6371 km;
+    the point whose distances fit them best (least squares, started at the nearest anchor) is
+    returned. Anchor positions are whole degrees and values have 4 decimals, so the recovered
+    point is good to about 0.5° (residuals ≤ 0.004, i.e. ≤ 80 km).
+    """
+    from scipy.optimize import least_squares
+
+    code3 = _require(code)
+    data = _uriel()
+    row = data.geo_index.get(code3)
+    values = data.geo[row] if row is not None else None
+    if values is None or np.any(values < 0):
+        raise LayerscopeError(f"URIEL has no geographic features for {code3}", source=code)
+    lat_a, lon_a = data.anchors[:, 0], data.anchors[:, 1]
+    start = data.anchors[int(np.argmin(values))]
+
+    def residual(p):
+        return central_angle(p[0], p[1], lat_a, lon_a) / math.pi - values
+
+    fit = least_squares(residual, start, method="lm")
+    lat, lon = float(fit.x[0]), float(fit.x[1])
+    # bring the solution back to lat in [-90, 90], lon in [-180, 180)
+    lat = (lat + math.pi) % (2 * math.pi) - math.pi
+    if abs(lat) > math.pi / 2:
+        lat = math.copysign(math.pi, lat) - lat
+        lon += math.pi
+    lon = (lon + math.pi) % (2 * math.pi) - math.pi
+    return math.degrees(lat), math.degrees(lon)
+
+
+# ---------------------------------------------------------------------------------------------
+# language codes
+
+
+def _candidates(canonical: str) -> list[str]:
+    lang = languages.get(canonical)
+    codes = [lang.iso3, lang.flores.split("_")[0], *lang.aliases]
+    out: list[str] = []
+    for code in codes:
+        code = code.lower()
+        if len(code) == 3 and code.isalpha() and code not in out:
+            out.append(code)
+    return out
+
+
+def _richness(code3: str) -> int:
+    data = _uriel()
+    return int(data.observed[data.index[code3]].sum())
+
+
+@lru_cache(maxsize=1024)
+def _resolve(code: str) -> tuple[str, str | None]:
+    """(label, ISO 639-3 code in URIEL or None) for a user-given code."""
+    if not isinstance(code, str) or not code.strip():
+        raise LayerscopeError(f"empty language code {code!r}")
+    raw = code.strip().lower()
+    known = uriel_languages()
+    canonical = languages.normalize(raw) if languages.is_known(raw) else None
+    if canonical is not None:
+        present = [c for c in _candidates(canonical) if c in known]
+        default = max(present, key=_richness) if present else None  # max keeps the first on ties
+        if raw in known and raw != default:
+            return raw, raw  # an explicit ISO 639-3 code, e.g. cmn rather than zho
+        return canonical, default
+    if len(raw) == 3 and raw in known:
+        return raw, raw
+    near = difflib.get_close_matches(raw, sorted(set(languages.language_table())), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(near)}?" if near else ""
+    raise LayerscopeError(
+        f"unknown language code {code!r}: not a language layerscope knows and not an ISO 639-3 code in URIEL{hint}"
+    )
+
+
+def uriel_code(code: str) -> str | None:
+    """The ISO 639-3 code used for ``code`` in URIEL, or None if URIEL lacks the language."""
+    return _resolve(code)[1]
+
+
+def label(code: str) -> str:
+    """The code shown in tables: the canonical code, or the ISO 639-3 code given explicitly."""
+    return _resolve(code)[0]
+
+
+def _require(code: str) -> str:
+    code3 = uriel_code(code)
+    if code3 is None:
+        raise LayerscopeError(f"URIEL ({LANG2VEC_VERSION}) has no data for this language", source=code)
+    return code3
+
+
+# ---------------------------------------------------------------------------------------------
+# sources
+
+
+class Lang2vecSource:
+    """URIEL distances computed from lang2vec's feature files (the default source)."""
+
+    name = "lang2vec"
+    kinds = ALL_KINDS
+
+    def distance(self, a: str, b: str, kind: str) -> float:
+        """Distance of ``kind`` from ``a`` to ``b``; NaN when URIEL lacks the data."""
+        code_a, code_b = uriel_code(a), uriel_code(b)
+        if code_a is None or code_b is None:
+            return math.nan
+        if kind in _PREFIXES:
+            if code_a == code_b:
+                return 0.0 if np.any(feature_vector(code_a, kind)) else math.nan
+            return angular_distance(feature_vector(code_a, kind), feature_vector(code_b, kind))
+        if kind in ("genetic", "genetic_sym"):
+            return lineage_distance(ancestors(code_a), ancestors(code_b), same=code_a == code_b,
+                                    symmetric=kind == "genetic_sym")
+        if kind == "geographic":
+            try:
+                return 0.0 if code_a == code_b else geographic_distance(coordinates(code_a), coordinates(code_b))
+            except LayerscopeError:
+                return math.nan
+        raise _unknown_kind(kind, self.kinds)
+
+    def why_missing(self, code: str, kinds: Sequence[str]) -> str:
+        code3 = uriel_code(code)
+        if code3 is None:
+            return f"{label(code)}: not in URIEL ({LANG2VEC_VERSION})"
+        parts = []
+        for kind in kinds:
+            n = observed_features(code3, kind) if kind in _PREFIXES else 0
+            parts.append(kind if n == 0 else f"{kind} (only {n} features, all 0)")
+        return f"{label(code)} ({code3}): no {', '.join(parts)} data in URIEL ({LANG2VEC_VERSION})"
+
+
+@contextlib.contextmanager
+def _quiet_logging():
+    """URIEL+ logs every distance at INFO on the root logger; silence INFO while it runs."""
+    previous = logging.root.manager.disable
+    logging.disable(max(previous, logging.INFO))
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
+class UrielPlusSource:
+    """URIEL+ (PyPI ``urielplus``) distances: angular distance over the features both have."""
+
+    name = "urielplus"
+    kinds = DISTANCE_KINDS
+
+    def __init__(self) -> None:
+        try:
+            from urielplus.urielplus import URIELPlus
+        except ImportError:
+            raise LayerscopeError("the urielplus source needs the urielplus package: pip install urielplus") from None
+        with _quiet_logging():
+            self._uriel = URIELPlus()
+
+    def distance(self, a: str, b: str, kind: str) -> float:
+        if kind not in self.kinds:
+            raise _unknown_kind(kind, self.kinds)
+        code_a, code_b = uriel_code(a), uriel_code(b)
+        if code_a is None or code_b is None:
+            return math.nan
+        if code_a == code_b:
+            return 0.0
+        try:
+            with _quiet_logging():
+                value = self._uriel.new_distance(kind, code_a, code_b)
+        except (ValueError, IndexError, KeyError):  # unknown language or no shared features
+            return math.nan
+        value = float(np.asarray(value, dtype=float).ravel()[0])
+        return value if value >= 0 else math.nan
+
+    def why_missing(self, code: str, kinds: Sequence[str]) -> str:
+        return f"{label(code)}: no {', '.join(kinds)} data in URIEL+ (or none shared with the pivot)"
+
+
+class FeatureTableSource:
+    """Distances between the rows of a user table of per-language features.
+
+    ``custom`` = URIEL's angular distance ``2·arccos(cos)/π`` over all columns (missing as 0)
+    when every value is non-negative (binary or count features), else ``arccos(cos)/π``; both lie
+    in [0, 1].
+    """
+
+    name = "table"
+    kinds = ("custom",)
+
+    def __init__(self, table: pd.DataFrame | str | Path) -> None:
+        self.table = read_feature_table(table)
+        self._nonnegative = bool((self.table.fillna(0).to_numpy() >= 0).all())
+
+    def _row(self, code: str) -> np.ndarray | None:
+        key = _safe_label(code)
+        if key not in self.table.index:
+            return None
+        return self.table.loc[key].fillna(0).to_numpy(dtype=np.float64)
+
+    def distance(self, a: str, b: str, kind: str = "custom") -> float:
+        x, y = self._row(a), self._row(b)
+        if x is None or y is None:
+            return math.nan
+        d = angular_distance(x, y)
+        return d if self._nonnegative or math.isnan(d) else d / 2.0
+
+    def why_missing(self, code: str, kinds: Sequence[str]) -> str:
+        return f"{_safe_label(code)}: not in the feature table (or all its features are 0)"
+
+
+def _safe_label(code: str) -> str:
+    try:
+        return label(code)
+    except LayerscopeError:
+        return str(code).strip().lower()
+
+
+SOURCES = {"lang2vec": Lang2vecSource, "urielplus": UrielPlusSource}
+
+
+def get_source(name: str = "lang2vec"):
+    """A distance source by name (``lang2vec`` or ``urielplus``)."""
+    if name not in SOURCES:
+        near = difflib.get_close_matches(name, SOURCES, n=1)
+        hint = f"; did you mean {near[0]}?" if near else ""
+        raise LayerscopeError(f"unknown typology source {name!r}: known are {', '.join(SOURCES)}{hint}")
+    return _cached_source(name)
+
+
+@lru_cache(maxsize=None)
+def _cached_source(name: str):
+    return SOURCES[name]()
+
+
+def _unknown_kind(kind: str, known: Sequence[str]) -> LayerscopeError:
+    near = difflib.get_close_matches(kind, known, n=1)
+    hint = f"; did you mean {near[0]}?" if near else ""
+    return LayerscopeError(f"unknown distance type {kind!r}: known are {', '.join(known)}{hint}")
+
+
+def check_kinds(kinds: Iterable[str] | str, *, allowed: Sequence[str] = ALL_KINDS + ("custom",)) -> tuple[str, ...]:
+    """``"syntactic,genetic"`` or a sequence -> validated tuple of distance types."""
+    items = [k.strip() for k in (kinds.split(",") if isinstance(kinds, str) else kinds) if str(k).strip()]
+    if not items:
+        raise LayerscopeError("no distance types given")
+    for kind in items:
+        if kind not in allowed:
+            raise _unknown_kind(kind, allowed)
+    return tuple(dict.fromkeys(items))
+
+
+# ---------------------------------------------------------------------------------------------
+# public API
+
+
+def distance(a: str, b: str, kind: str = "syntactic", *, source: str = "lang2vec") -> float:
+    """Distance of type ``kind`` from language ``a`` to language ``b`` (NaN if undefined).
+
+    Codes are ISO 639-1, ISO 639-3 or FLORES. Genetic distance is asymmetric (normalised by
+    ``b``'s lineage depth, as URIEL does); every other type is symmetric.
+    """
+    check_kinds([kind])
+    return float(get_source(source).distance(a, b, kind))
+
+
+def distances(
+    pivot: str,
+    targets: Iterable[str],
+    kinds: Iterable[str] | str = DISTANCE_KINDS,
+    *,
+    source: str = "lang2vec",
+    feature_table: pd.DataFrame | str | Path | None = None,
+) -> pd.DataFrame:
+    """Distances from ``pivot`` to each target: one row per target, one column per type.
+
+    Returns a DataFrame indexed by language label (``lang``) with a column ``uriel_code``
+    (the ISO 639-3 code used, empty if URIEL lacks the language) and one float column per
+    distance type; NaN where the data is missing (see :func:`missing`). With ``feature_table``
+    (a CSV path or a DataFrame from :func:`read_feature_table`) a ``custom`` column is added.
+    """
+    kinds = check_kinds(kinds)
+    backend = get_source(source) if any(k != "custom" for k in kinds) else None
+    table_source = FeatureTableSource(feature_table) if feature_table is not None else None
+    if "custom" in kinds and table_source is None:
+        raise LayerscopeError("the custom distance needs a feature table (--feature-table CSV)")
+    pivot_label = label(pivot)
+    rows = {}
+    for target in targets:
+        key = label(target)
+        row = {"uriel_code": uriel_code(target) or ""}
+        for kind in kinds:
+            src = table_source if kind == "custom" else backend
+            row[kind] = src.distance(pivot, target, kind)
+        rows[key] = row
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=["uriel_code", *kinds])
+    frame.index.name = "lang"
+    frame.attrs["pivot"] = pivot_label
+    frame.attrs["source"] = source
+    return frame
+
+
+def missing(pivot: str, frame: pd.DataFrame, *, source: str = "lang2vec",
+            feature_table: pd.DataFrame | str | Path | None = None) -> list[str]:
+    """One line per language lacking data behind the NaN cells of a :func:`distances` table."""
+    backend = get_source(source) if any(c not in ("uriel_code", "custom") for c in frame.columns) else None
+    table_source = FeatureTableSource(feature_table) if feature_table is not None else None
+    lines = []
+    for lang, row in frame.iterrows():
+        lacking: dict[tuple, list[str]] = {}
+        undefined: list[str] = []
+        for kind in frame.columns:
+            if kind == "uriel_code" or not pd.isna(row[kind]):
+                continue
+            src = table_source if kind == "custom" else backend
+            if src is None:
+                continue
+            culprits = [c for c in dict.fromkeys([pivot, str(lang)]) if math.isnan(src.distance(c, c, kind))]
+            if not culprits:
+                undefined.append(kind)
+            for code in culprits:
+                lacking.setdefault((id(src), code), [src, code]).append(kind)
+        for src, code, *kinds in lacking.values():
+            lines.append(src.why_missing(code, kinds))
+        if undefined:
+            lines.append(f"{lang}: {', '.join(undefined)} undefined (no features shared with {label(pivot)})")
+    return list(dict.fromkeys(lines))
+
+
+def distance_matrix(langs: Sequence[str], kind: str = "syntactic", *, source: str = "lang2vec") -> pd.DataFrame:
+    """Pairwise distances of one type: entry (i, j) = distance(langs[i], langs[j])."""
+    check_kinds([kind])
+    backend = get_source(source)
+    labels = [label(code) for code in langs]
+    values = np.array([[backend.distance(a, b, kind) for b in langs] for a in langs], dtype=np.float64)
+    return pd.DataFrame(values, index=pd.Index(labels, name="lang"), columns=labels)
+
+
+def read_feature_table(path: str | Path | pd.DataFrame) -> pd.DataFrame:
+    """A user CSV of per-language features: a language column, then numeric columns.
+
+    The language column is ``lang`` (or ``language``, ``code``, ``iso``, or the first column);
+    codes are normalised like everywhere else. Returns a float DataFrame indexed by label
+    (``lang``); such a DataFrame may be passed back in.
+    """
+    if isinstance(path, pd.DataFrame):
+        frame, source = path.copy(), "feature table"
+        if frame.index.name == "lang":  # already read: indexed by language
+            frame = frame.reset_index()
+    else:
+        source = Path(path)
+        if not source.is_file():
+            raise LayerscopeError("no such feature table", source=source)
+        try:
+            frame = pd.read_csv(source)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise LayerscopeError(f"cannot read CSV: {exc}", source=source) from None
+    columns = {c.lower(): c for c in frame.columns}
+    lang_col = next((columns[c] for c in ("lang", "language", "code", "iso") if c in columns), frame.columns[0])
+    if len(frame.columns) < 2:
+        raise LayerscopeError("a feature table needs a language column and at least one feature column",
+                              source=source)
+    codes = [_safe_label(str(code)) for code in frame[lang_col]]
+    frame = frame.drop(columns=[lang_col])
+    for column in frame.columns:
+        numeric = pd.to_numeric(frame[column], errors="coerce")
+        bad = numeric.isna() & frame[column].notna()
+        if bad.any():
+            value = frame[column][bad].iloc[0]
+            raise LayerscopeError(f"column {column!r} is not numeric (value {value!r})", source=source)
+        frame[column] = numeric.astype(float)
+    frame.index = pd.Index(codes, name="lang")
+    if frame.index.duplicated().any():
+        dup = sorted(set(frame.index[frame.index.duplicated()]))
+        raise LayerscopeError(f"language listed twice: {', '.join(dup)}", source=source)
+    return frame

@@ -1,0 +1,214 @@
+"""Tests for layerscope.gains and `layerscope gains`: counts on a hand-made table, both layouts,
+the rounding convention, single seeds, and the error paths (file and column named)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from layerscope.cli import main
+from layerscope.errors import LayerscopeError
+from layerscope.gains import compute_gains, read_results, wide_metrics
+
+FIXTURES = Path(__file__).parent / "fixtures" / "gains"
+WIDE = FIXTURES / "wide_small.csv"
+TIDY = FIXTURES / "tidy_small.csv"
+
+
+def _row(result, method, lang):
+    table = result.table
+    return table[(table["method"] == method) & (table["lang"] == lang)].iloc[0]
+
+
+@pytest.mark.parametrize("path", [WIDE, TIDY], ids=["wide", "tidy"])
+def test_counts_on_hand_made_table(path):
+    result = compute_gains(path, baseline="baseline", methods=["m1"], round_digits=1)
+    counts = result.counts.set_index("method").loc["m1"]
+    # exact comparison: fr above, de within (equal to a zero-width band), ja below, ar above
+    assert (counts["below"], counts["within"], counts["above"], counts["undefined"]) == (1, 1, 2, 0)
+    # rounded to 0.1: ar 44.8 is not > 42.0 + 2.8 any more
+    assert (counts["below_rounded"], counts["within_rounded"], counts["above_rounded"]) == (1, 2, 1)
+    bands = {lang: _row(result, "m1", lang)["band"] for lang in ("fr", "de", "ja", "ar")}
+    assert bands == {"fr": "above", "de": "within", "ja": "below", "ar": "above"}
+    assert _row(result, "m1", "ar")["band_rounded"] == "within"
+
+
+def test_means_stds_and_deltas_are_population_statistics_in_points():
+    result = compute_gains(WIDE, methods="m1")
+    fr = _row(result, "m1", "fr")
+    assert fr["baseline_mean"] == pytest.approx(82.0)
+    assert fr["baseline_std"] == pytest.approx(np.std([80.0, 82.0, 84.0]))  # ddof=0
+    assert fr["baseline_std"] == pytest.approx(math.sqrt(8 / 3))
+    assert fr["delta"] == pytest.approx(3.0)
+    assert fr["n_seeds"] == 3 and fr["baseline_n_seeds"] == 3
+    assert result.unit.startswith("points")
+    # the summaries avg / same are not languages
+    assert set(result.table["lang"]) == {"fr", "de", "ja", "ar"}
+    # averages: per seed mean over languages, then mean over seeds
+    avg = result.averages.set_index("method").loc["baseline"]
+    assert avg["mean"] == pytest.approx(np.mean([[80, 70, 50, 40], [82, 70, 60, 40], [84, 70, 70, 46]]))
+
+
+def test_wide_and_tidy_layouts_agree():
+    a = compute_gains(WIDE, methods=["m1", "one_seed"]).table
+    b = compute_gains(TIDY, methods=["m1", "one_seed"]).table
+    columns = ["method", "lang", "mean", "baseline_mean", "delta", "band"]
+    pd.testing.assert_frame_equal(a[columns].reset_index(drop=True), b[columns].reset_index(drop=True))
+
+
+def test_eval_columns_ignored_when_final_eval_exists():
+    tidy = read_results(WIDE)
+    assert tidy.loc[tidy["lang"] == "fr", "score"].max() == pytest.approx(0.90)  # not 0.11 from eval_fr
+
+
+def test_single_seed_method_has_undefined_std_and_is_reported():
+    result = compute_gains(WIDE, methods=["one_seed"])
+    row = _row(result, "one_seed", "fr")
+    assert math.isnan(row["std"]) and row["n_seeds"] == 1
+    assert row["band"] == "above"  # the band needs only the baseline's std
+    assert any("one_seed" in note and "single seed" in note for note in result.notes)
+    assert "±n/a" in result.paper_table()
+
+
+def test_single_seed_baseline_makes_band_undefined():
+    frame = pd.DataFrame({"seed": [1, 1, 2], "method": ["base", "new", "new"], "lang": ["fr"] * 3,
+                          "score": [50.0, 60.0, 61.0]})
+    result = compute_gains(frame, baseline="base", scale=1)
+    assert _row(result, "new", "fr")["band"] == "undefined"
+    counts = result.counts.iloc[0]
+    assert counts["undefined"] == 1 and counts["above"] == 0
+    assert any("baseline" in note for note in result.notes)
+
+
+def test_method_patterns_and_default_methods():
+    assert compute_gains(WIDE).methods == ["m1", "one_seed"]
+    assert compute_gains(WIDE, methods="m*").methods == ["m1"]
+    with pytest.raises(LayerscopeError, match="method 'm2' not in the results.*did you mean 'm1'"):
+        compute_gains(WIDE, methods=["m2"])
+    with pytest.raises(LayerscopeError, match="baseline method 'base'"):
+        compute_gains(WIDE, baseline="base")
+
+
+def test_rounding_is_exact_at_ties():
+    # 0.5 away from the band edge in tenths: 42.0 + 2.8 = 44.8 exactly, mean 44.8 -> within
+    frame = pd.DataFrame({"seed": [1, 2, 1, 2], "method": ["b", "b", "m", "m"], "lang": ["de"] * 4,
+                          "score": [40.0, 44.0, 44.8, 44.8]})
+    result = compute_gains(frame, baseline="b", scale=1, round_digits=1)
+    row = _row(result, "m", "de")
+    assert row["baseline_std"] == pytest.approx(2.0)
+    assert row["band"] == "above" and row["band_rounded"] == "above"  # 44.8 > 44.0
+    frame.loc[frame["method"] == "m", "score"] = 44.04
+    row = _row(compute_gains(frame, baseline="b", scale=1, round_digits=1), "m", "de")
+    assert row["band"] == "above" and row["band_rounded"] == "within"  # 44.0 is not > 44.0
+
+
+def test_missing_column_names_file_and_column(tmp_path):
+    path = tmp_path / "res.csv"
+    pd.read_csv(WIDE).drop(columns=["seed"]).to_csv(path, index=False)
+    with pytest.raises(LayerscopeError) as info:
+        compute_gains(path)
+    assert str(path) in str(info.value) and "'seed'" in str(info.value)
+
+
+def test_non_numeric_score_names_file_and_column(tmp_path):
+    path = tmp_path / "res.csv"
+    frame = pd.read_csv(WIDE).astype({"final_eval_ja_accuracy": object})
+    frame.loc[2, "final_eval_ja_accuracy"] = "n.a."
+    frame.to_csv(path, index=False)
+    with pytest.raises(LayerscopeError) as info:
+        compute_gains(path)
+    message = str(info.value)
+    assert str(path) in message and "final_eval_ja_accuracy" in message and "'n.a.'" in message
+    tidy = tmp_path / "tidy.csv"
+    frame = pd.read_csv(TIDY).astype({"score": object})
+    frame.loc[0, "score"] = "oops"
+    frame.to_csv(tidy, index=False)
+    with pytest.raises(LayerscopeError, match=r"tidy\.csv: column 'score' is not numeric"):
+        compute_gains(tidy)
+
+
+def test_unknown_layout_and_duplicates(tmp_path):
+    path = tmp_path / "odd.csv"
+    pd.DataFrame({"a": [1], "b": [2]}).to_csv(path, index=False)
+    with pytest.raises(LayerscopeError, match="neither layout"):
+        compute_gains(path)
+    dup = tmp_path / "dup.csv"
+    pd.concat([pd.read_csv(TIDY), pd.read_csv(TIDY).head(1)]).to_csv(dup, index=False)
+    with pytest.raises(LayerscopeError, match="duplicate result"):
+        compute_gains(dup)
+
+
+def test_write_outputs(tmp_path):
+    result = compute_gains([WIDE], methods="m1", round_digits=1)
+    written = result.write(tmp_path / "out")
+    names = {p.name for p in written}
+    assert {"gains.csv", "counts.csv", "averages.csv", "table.txt", "gains.json",
+            "gains_heatmap.png", "gains_heatmap.svg"} <= names
+    back = pd.read_csv(tmp_path / "out" / "gains.csv")
+    assert len(back) == 4 and set(back["band"]) == {"above", "within", "below"}
+
+
+def test_cli_prints_table_and_writes(tmp_path, capsys):
+    out = tmp_path / "g"
+    code = main(["-q", "gains", str(WIDE), "--method", "m1", "--round", "1", "-o", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert "1/1/2" in text and "rounded 1" in text and "1/2/1" in text
+    assert (out / "figures" / "gains_heatmap.png").is_file()
+    # an existing output directory is refused without --force, in one line
+    code = main(["-q", "gains", str(WIDE), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("layerscope: error:") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["gains", "nonexistent.csv"], "no such results file"),
+    (["gains", str(WIDE), "--baseline", "nope"], "baseline method 'nope'"),
+    (["gains", str(WIDE), "--metric", "f1"], "no scores for metric 'f1'"),
+    (["gains", str(WIDE), "--scale", "big"], "--scale"),
+])
+def test_cli_errors_exit_2_in_one_line(argv, needle, capsys):
+    code = main(["-q", *argv])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("layerscope: error:") and err.count("\n") == 1 and needle in err
+
+
+@pytest.mark.shared_data
+def test_real_alignfreeze_results(shared_data):
+    directory = shared_data / "alignfreeze_results"
+    udpos = directory / "bert-base-multilingual-cased__opus100__udpos.csv"
+    info = wide_metrics(pd.read_csv(udpos))
+    assert list(info) == ["accuracy"] and len(info["accuracy"]) == 34
+    result = compute_gains(udpos, methods="freeze_realign_unfreeze_dico", round_digits=1)
+    counts = result.counts.iloc[0]
+    assert counts["n_languages"] == 34
+    assert counts["below"] + counts["within"] + counts["above"] == 34
+    assert (result.table["n_seeds"] == 5).all()
+    # xquad has only eval_ columns, two metrics: f1 is chosen
+    xquad = read_results(directory / "bert-base-multilingual-cased__opus100__xquad.csv")
+    assert xquad.attrs["metric"] == "f1" and xquad["lang"].nunique() == 11
+
+
+def test_public_api_names():
+    import layerscope
+
+    result = layerscope.gains(WIDE, methods="m1")  # the package-level name calls compute_gains
+    assert result.counts.iloc[0][["below", "within", "above"]].tolist() == [1, 1, 2]
+    assert layerscope.regress.__module__ == "layerscope.regression"
+    assert layerscope.distances.__module__ == "layerscope.typology"
+
+
+def test_shorten_labels_cuts_shared_affixes_at_delimiters():
+    from layerscope.gains import shorten_labels
+
+    assert shorten_labels(["freeze_realign_unfreeze_dico", "freeze_realign_unfreeze_awesome"]) == {
+        "freeze_realign_unfreeze_dico": "dico", "freeze_realign_unfreeze_awesome": "awesome"}
+    assert shorten_labels(["bert-base-multilingual-cased", "distilbert-base-multilingual-cased"]) == {
+        "bert-base-multilingual-cased": "bert", "distilbert-base-multilingual-cased": "distilbert"}
+    assert shorten_labels(["m_dico", "m_last_dico"]) == {"m_dico": "m_dico", "m_last_dico": "m_last_dico"}
+    assert shorten_labels(["only"]) == {"only": "only"}
