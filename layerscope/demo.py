@@ -25,11 +25,12 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class DemoSettings:
     layers: int = 4
-    width: int = 128
+    width: int = 64
     heads: int = 4
-    vocab_size: int = 6000
-    pretrain_steps: int = 500
-    realign_steps: int = 250
+    vocab_size: int = 4000
+    pretrain_steps: int = 600
+    realign_steps: int = 200
+    realign_lr: float = 3e-4  # a tiny, briefly trained model needs far more than mBERT's 2e-5
     held_out: int = 50
     seed: int = 0
 
@@ -96,7 +97,7 @@ def run_demo(output_dir: str | Path = "layerscope-demo", *, force: bool = False,
         for policy, name in (("none", "full"), ("lower", "lower")):
             start = load_encoder(base_path)
             result = realign(start, parallel=train, pairs=f"dict:{dictionaries}", freeze=policy,
-                             steps=settings.realign_steps, seed=settings.seed, lr=1e-4)
+                             steps=settings.realign_steps, seed=settings.seed, lr=settings.realign_lr)
             path = staging / f"realigned-{name}.pt"
             save_checkpoint(path, result.checkpoint)
             checkpoints[f"realigned-{name}"] = path

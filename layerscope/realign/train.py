@@ -1,0 +1,226 @@
+"""The realignment training loop and the realignment loss of one batch.
+
+:class:`Realigner` owns the projection head, the Adam optimiser (constant learning rate) and
+the batch order; its whole state (:meth:`Realigner.state_dict`) is tensors and plain types, so
+a run saved at step *k* and resumed continues bit-identically on CPU. The freeze policy is
+applied by the caller (:func:`layerscope.encoder.apply_freeze`) before the optimiser is built:
+frozen parameters are never handed to it.
+
+:class:`RealignmentObjective` is the same loss for the ``during`` schedule: a task loop adds
+``0.1 × objective.loss()`` to its own loss at every step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import Callable, Iterator
+
+import torch
+
+from .. import progress
+from ..encoder import Encoder
+from ..errors import LayerscopeError
+from .data import Batch, Example, RoundRobinSampler, collate
+from .loss import TEMPERATURE, RealignmentHead, contrastive_alignment_loss
+
+log = logging.getLogger(__name__)
+
+DURING_WEIGHT = 0.1
+
+
+@contextlib.contextmanager
+def _block_output(module: torch.nn.Module) -> Iterator[dict]:
+    """Record ``module``'s output while the block runs; the hook is always removed."""
+    store: dict = {}
+
+    def hook(_module, _inputs, output):
+        store["output"] = output[0] if isinstance(output, tuple) else output
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield store
+    finally:
+        handle.remove()
+
+
+def hidden_at_layer(encoder: Encoder, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    layer: int) -> torch.Tensor:
+    """Hidden states of ``layer`` (0 = embeddings, i = raw output of block i): shape (B, T, d).
+
+    Gradients flow; the last layer is the last block's output before any final norm, as in
+    :func:`layerscope.activations.forward_layers`.
+    """
+    if layer == 0:
+        output = encoder.model(input_ids=input_ids, attention_mask=attention_mask,
+                               output_hidden_states=True, return_dict=True)
+        return output.hidden_states[0]
+    with _block_output(encoder.blocks[layer - 1]) as store:
+        encoder.model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
+    if "output" not in store:
+        raise LayerscopeError(f"block {layer - 1} of {encoder.name} did not run")
+    return store["output"]
+
+
+def realignment_loss(encoder: Encoder, head: RealignmentHead, batch: Batch, layer: int,
+                     temperature: float = TEMPERATURE) -> torch.Tensor:
+    """The contrastive realignment loss of one batch (gradients reach the encoder and head)."""
+    batch = batch.to(encoder.device)
+    hidden = hidden_at_layer(encoder, batch.input_ids, batch.attention_mask, layer)
+    src = hidden[batch.src_index[0], batch.src_index[1]]
+    tgt = hidden[batch.tgt_index[0], batch.tgt_index[1]]
+    return contrastive_alignment_loss(head(src.float()), head(tgt.float()), temperature)
+
+
+def resolve_layer(encoder: Encoder, layer: int | None) -> int:
+    """``None`` -> the last layer L; negative values count from the end (-1 = L)."""
+    num_layers = encoder.num_layers
+    if layer is None:
+        return num_layers
+    resolved = num_layers + 1 + layer if layer < 0 else layer
+    if not 0 <= resolved <= num_layers:
+        raise LayerscopeError(
+            f"realignment layer {layer} is outside 0-{num_layers} (0 = embeddings, {num_layers} = last block)"
+        )
+    return resolved
+
+
+class _Batches:
+    """Examples per language drawn by a round-robin sampler, collated for the model."""
+
+    def __init__(self, examples: dict[str, list[Example]], batch_size: int, seed: int, pad_id: int) -> None:
+        self.examples = examples
+        self.sampler = RoundRobinSampler({lang: len(items) for lang, items in examples.items()}, batch_size, seed)
+        self.pad_id = pad_id
+
+    def next(self) -> Batch:
+        draws = self.sampler.next_batch()
+        return collate([self.examples[lang][index] for lang, index in draws], self.pad_id)
+
+
+class Realigner:
+    """Realign ``encoder`` on ``examples``: head, Adam (constant lr), round-robin batches.
+
+    Seeds the global torch generator with ``seed`` (dropout draws from it) and builds the head
+    right after, so a run is reproducible on CPU.
+    """
+
+    def __init__(self, encoder: Encoder, examples: dict[str, list[Example]], *, layer: int, lr: float,
+                 batch_size: int = 16, seed: int = 0, temperature: float = TEMPERATURE) -> None:
+        self.encoder = encoder
+        self.layer = layer
+        self.temperature = temperature
+        torch.manual_seed(seed)
+        self.head = RealignmentHead(encoder.hidden_size).to(encoder.device)
+        self.batches = _Batches(examples, batch_size, seed, encoder.tokenizer.pad_token_id)
+        trainable = [p for p in encoder.model.parameters() if p.requires_grad]
+        if not trainable:
+            raise LayerscopeError("the freeze policy leaves no trainable parameter in the model")
+        self.optimizer = torch.optim.Adam([*trainable, *self.head.parameters()], lr=lr)
+        self.step = 0
+        self.history: list[float] = []
+
+    def train_step(self) -> tuple[float, int]:
+        """One optimiser step; returns (loss, number of word pairs in the batch)."""
+        self.encoder.model.train()
+        self.head.train()
+        batch = self.batches.next()
+        loss = realignment_loss(self.encoder, self.head, batch, self.layer, self.temperature)
+        if not torch.isfinite(loss):
+            raise LayerscopeError(f"realignment loss became {loss.item()} at step {self.step + 1}; "
+                                  "lower the learning rate")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        value = float(loss.detach())
+        self.history.append(value)
+        return value, batch.num_pairs
+
+    def run(self, steps: int, *, save_every: int | None = None, save: Callable[["Realigner"], None] | None = None,
+            on_step: Callable[[int, float], None] | None = None) -> list[float]:
+        """Train until ``steps`` optimiser steps are done (continuing from :attr:`step`).
+
+        ``save(self)`` is called every ``save_every`` steps (not after the last one);
+        ``on_step(step, loss)`` after every step.
+        """
+        start = time.perf_counter()
+        pairs_seen = 0
+        with progress.bar(total=steps, initial=self.step, desc="realign", unit="step") as bar:
+            while self.step < steps:
+                value, pairs = self.train_step()
+                pairs_seen += pairs
+                elapsed = max(time.perf_counter() - start, 1e-9)
+                bar.update(1)
+                bar.set_postfix(loss=f"{value:.3f}", pairs_s=f"{pairs_seen / elapsed:.0f}")
+                if on_step is not None:
+                    on_step(self.step, value)
+                if save is not None and save_every and self.step % save_every == 0 and self.step < steps:
+                    save(self)
+        self.encoder.model.eval()
+        return self.history
+
+    # ----------------------------------------------------------------- state
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue bit-identically, except the model weights."""
+        state = {
+            "step": self.step,
+            "history": list(self.history),
+            "head": {k: v.detach().cpu().clone() for k, v in self.head.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "sampler": self.batches.sampler.state_dict(),
+            "rng": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])
+        self.history = [float(x) for x in state["history"]]
+        self.head.load_state_dict(state["head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.batches.sampler.load_state_dict(state["sampler"])
+        torch.set_rng_state(state["rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
+class RealignmentObjective:
+    """The realignment loss for the ``during`` schedule (task loss + 0.1 × realignment loss).
+
+    Usage in a fine-tuning loop::
+
+        objective = during_objective(encoder, parallel="tatoeba:...", pairs="dict:muse/")
+        optimizer = torch.optim.AdamW([*model.parameters(), *objective.parameters()], lr=...)
+        loss = objective.joint(task_loss)          # task_loss + 0.1 * objective.loss()
+        loss.backward(); optimizer.step()
+    """
+
+    def __init__(self, encoder: Encoder, examples: dict[str, list[Example]], *, layer: int | None = None,
+                 batch_size: int = 16, seed: int = 0, temperature: float = TEMPERATURE,
+                 weight: float = DURING_WEIGHT) -> None:
+        self.encoder = encoder
+        self.layer = resolve_layer(encoder, layer)
+        self.temperature = temperature
+        self.weight = weight
+        generator_state = torch.get_rng_state()
+        torch.manual_seed(seed)
+        self.head = RealignmentHead(encoder.hidden_size).to(encoder.device)
+        torch.set_rng_state(generator_state)  # leave the task loop's random stream alone
+        self.batches = _Batches(examples, batch_size, seed, encoder.tokenizer.pad_token_id)
+
+    def parameters(self):
+        """The head's parameters: add them to the task optimiser."""
+        return self.head.parameters()
+
+    def loss(self) -> torch.Tensor:
+        """Realignment loss of the next round-robin batch (a scalar tensor with gradients)."""
+        batch = self.batches.next()
+        return realignment_loss(self.encoder, self.head, batch, self.layer, self.temperature)
+
+    def joint(self, task_loss: torch.Tensor) -> torch.Tensor:
+        """``task_loss + weight × loss()`` (weight 0.1 as published)."""
+        return task_loss + self.weight * self.loss()
