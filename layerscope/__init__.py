@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     # jobs
     "compare": "layerscope.compare:compare",
-    "realign": "layerscope.realign.job:realign",
+    "realign": "layerscope.realign:realign",
     "finetune": "layerscope.tasks.job:finetune",
     "regress": "layerscope.regression:regress",
     "gains": "layerscope.gains:compute_gains",

@@ -257,12 +257,9 @@ def _write_run(result: CompareResult, output_dir: Path, *, force: bool, figures:
             timings_s={k: round(v, 3) for k, v in timings.items()},
         )
         outputs.atomic_write_json(staging / "run.json", result.run)
-        try:
-            from .report import write_report
-        except ImportError:
-            write_report = None
-        if write_report is not None:
-            write_report(staging)
+        from .report import write_report
+
+        write_report(staging, name=output_dir.name)
     result.output_dir = output_dir
     result.figures = [output_dir / p.relative_to(p.parents[1]) for p in result.figures]
 

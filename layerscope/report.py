@@ -103,18 +103,87 @@ def _provenance(run: dict) -> str:
     return f"<table>{body}</table>"
 
 
-def build_report(run_dir: str | Path) -> str:
-    """The HTML text of the report for ``run_dir``."""
+def _page(title: str, body: str) -> str:
+    title = html.escape(title)
+    return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><style>{CSS}</style></head>"
+            f"<body><main>{body}</main></body></html>\n")
+
+
+def _csv_section(path: Path, heading: str, *, signed: bool = False, max_rows: int = 200) -> str:
+    if not path.is_file():
+        return ""
+    frame = pd.read_csv(path).head(max_rows)
+    return f"<h2>{html.escape(heading)}</h2>" + _table(frame, float_format="{:.4g}", signed=signed)
+
+
+def _text_section(path: Path, heading: str) -> str:
+    if not path.is_file():
+        return ""
+    return f"<h2>{html.escape(heading)}</h2><pre>" + html.escape(path.read_text(encoding="utf-8")) + "</pre>"
+
+
+def _figures_section(directories: list[Path]) -> str:
+    parts = [_figure(png, png.stem.replace("_", " ")) for d in directories if d.is_dir() for png in sorted(d.glob("*.png"))]
+    return "<h2>Figures</h2>" + "".join(parts) if parts else ""
+
+
+def _settings_section(path: Path) -> str:
+    if not path.is_file():
+        return ""
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return ""
+    rows = "".join(f'<tr><th class="l">{html.escape(str(k))}</th><td class="l">'
+                   f'{html.escape(" ".join(v) if k == "command" and isinstance(v, list) else json.dumps(v, default=str))}'
+                   f"</td></tr>" for k, v in settings.items())
+    return f"<h2>Provenance</h2><table>{rows}</table>"
+
+
+def _gains_report(run_dir: Path, name: str) -> str:
+    body = [f"<h1>layerscope gains: {html.escape(name)}</h1>",
+            '<p class="meta">per language and method: mean over seeds, Δ to the baseline, and the count of '
+            "languages below / within / above the baseline's one-standard-deviation band</p>",
+            _text_section(run_dir / "table.txt", "Paper-style table"),
+            _csv_section(run_dir / "counts.csv", "Languages below / within / above the baseline band"),
+            _figures_section([run_dir / "figures", run_dir]),
+            _settings_section(run_dir / "gains.json")]
+    return _page(f"layerscope gains – {name}", "\n".join(body))
+
+
+def _regression_report(run_dir: Path, name: str) -> str:
+    body = [f"<h1>layerscope regress: {html.escape(name)}</h1>",
+            _text_section(run_dir / "summary.txt", "Summary"),
+            _csv_section(run_dir / "coefficients.csv", "Coefficients", signed=True),
+            _csv_section(run_dir / "spearman.csv", "Spearman correlations (Holm-corrected)", signed=True),
+            _figures_section([run_dir / "figures", run_dir]),
+            _settings_section(run_dir / "settings.json")]
+    return _page(f"layerscope regress – {name}", "\n".join(body))
+
+
+def build_report(run_dir: str | Path, *, name: str | None = None) -> str:
+    """The HTML text of the report for ``run_dir`` (a compare, gains or regress directory).
+
+    ``name`` is the run's name in titles (default: the directory's name; a run being assembled
+    in a staging directory passes its final name).
+    """
     run_dir = Path(run_dir)
+    name = name or run_dir.resolve().name
     run_path = run_dir / "run.json"
     if not run_path.is_file():
-        raise LayerscopeError("not a layerscope run directory (no run.json)", source=run_dir)
+        if (run_dir / "gains.json").is_file():
+            return _gains_report(run_dir, name)
+        if (run_dir / "coefficients.csv").is_file():
+            return _regression_report(run_dir, name)
+        raise LayerscopeError("not a layerscope run directory (no run.json, gains.json or coefficients.csv)",
+                              source=run_dir)
     try:
         run = json.loads(run_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise LayerscopeError(f"unreadable run.json ({exc})", source=run_path) from None
     job = run.get("job", "run")
-    parts = [f"<h1>layerscope {html.escape(job)}: {html.escape(run_dir.name)}</h1>"]
+    parts = [f"<h1>layerscope {html.escape(job)}: {html.escape(name)}</h1>"]
     parts.append(f'<p class="meta">pivot {html.escape(str(run.get("pivot", "")))} · '
                  f'{len(run.get("languages", []))} languages · layer 0 = embedding output, layer i = output of block i</p>')
     summary = run_dir / "summary.txt"
@@ -145,14 +214,10 @@ def build_report(run_dir: str | Path) -> str:
         for png in sorted(regression.glob("*.png")):
             parts.append(_figure(png, png.stem.replace("_", " ")))
     parts.append("<h2>Provenance</h2>" + _provenance(run))
-    body = "\n".join(parts)
-    title = html.escape(f"layerscope {job} – {run_dir.name}")
-    return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>"
-            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><style>{CSS}</style></head>"
-            f"<body><main>{body}</main></body></html>\n")
+    return _page(f"layerscope {job} – {name}", "\n".join(parts))
 
 
-def write_report(run_dir: str | Path) -> Path:
+def write_report(run_dir: str | Path, *, name: str | None = None) -> Path:
     """Write ``report.html`` into ``run_dir`` (atomically) and return its path."""
     run_dir = Path(run_dir)
-    return atomic_write_text(run_dir / "report.html", build_report(run_dir))
+    return atomic_write_text(run_dir / "report.html", build_report(run_dir, name=name))

@@ -36,3 +36,14 @@ def test_help_lists_every_command():
     for name in ("compare", "demo", "snapshot", "info", "report"):
         assert name in text and name in COMMANDS
     assert "examples:" in text
+
+
+def test_python_api_names_are_callable_jobs():
+    import layerscope
+    import layerscope.compare  # noqa: F401  (binding the submodules must not hide the jobs)
+    import layerscope.realign  # noqa: F401
+
+    for name in ("compare", "realign", "finetune", "gains", "regress", "run_demo", "load_encoder", "read_corpus"):
+        assert callable(getattr(layerscope, name)), name
+    assert layerscope.compare.CompareResult.__name__ == "CompareResult"
+    assert set(layerscope.__all__) >= {"compare", "realign", "finetune", "regress"}

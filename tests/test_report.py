@@ -39,7 +39,7 @@ def test_report_command_regenerates(run_dir):
 
 
 def test_report_on_a_non_run_directory(tmp_path):
-    with pytest.raises(LayerscopeError, match="no run.json"):
+    with pytest.raises(LayerscopeError, match="no run.json, gains.json or coefficients.csv"):
         build_report(tmp_path)
     assert main(["--quiet", "report", str(tmp_path)]) == 2
 
@@ -68,3 +68,18 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     match = re.search(r"<title>RESULT images=(\d+) broken=(\d+) overflow=(\w+)</title>", result.stdout)
     assert match, result.stderr[-2000:]
     assert int(match.group(1)) >= 6 and match.group(2) == "0" and match.group(3) == "false"
+
+
+def test_gains_and_regress_directories_get_reports(tmp_path):
+    from pathlib import Path
+
+    fixture = Path(__file__).parent / "fixtures" / "gains" / "wide_small.csv"
+    import pandas as pd
+
+    methods = [m for m in pd.read_csv(fixture)["method"].unique() if m != "baseline"]
+    gains_dir = tmp_path / "gains"
+    assert main(["--quiet", "gains", str(fixture), "--baseline", "baseline", "--method", methods[0],
+                 "-o", str(gains_dir)]) == 0
+    text = (gains_dir / "report.html").read_text(encoding="utf-8")
+    assert "layerscope gains" in text and "data:image/png;base64," in text and "below / within / above" in text
+    assert build_report(gains_dir) == text

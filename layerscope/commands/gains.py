@@ -43,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import LayerscopeError
     from ..gains import compute_gains
+    from pathlib import Path
+
     from ..outputs import staged_directory
 
     methods = None
@@ -62,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         with staged_directory(args.output, force=args.force) as staging:
             result.write(staging, figures=not args.no_figures, settings={"command": command_line()})
+            from ..report import write_report
+
+            write_report(staging, name=Path(args.output).name)
         print(f"\nwrote {args.output}/: gains.csv, averages.csv, counts.csv, table.txt, gains.json"
-              + ("" if args.no_figures else ", figures/gains_heatmap.png"))
+              + ("" if args.no_figures else ", figures/gains_heatmap.png") + ", report.html")
     return 0

@@ -89,9 +89,12 @@ def run(args: argparse.Namespace) -> int:
         result.settings["command"] = command_line()
         with staged_directory(output, force=args.force) as staging:
             result.write(staging, figures=not args.no_figures)
+            from ..report import write_report
+
+            write_report(staging, name=Path(output).name)
         print(f"\nwrote {output}/: summary.txt, coefficients.csv, data.csv, spearman.csv, lolo.csv"
               + (", mixed.csv" if result.mixed is not None else "") + ", settings.json"
-              + ("" if args.no_figures else ", figures (PNG + SVG)"))
+              + ("" if args.no_figures else ", figures (PNG + SVG)") + ", report.html")
     else:
         print("\n(pass -o DIR to write the tables and figures)")
     return 0

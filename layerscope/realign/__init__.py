@@ -76,3 +76,8 @@ __all__ = [
     "words_from_tokens",
     "encode_words",
 ]
+
+from .._callable import make_callable  # noqa: E402
+
+# ``layerscope.realign(...)`` calls the job even once this package is imported (and so bound).
+make_callable(__name__, realign)
