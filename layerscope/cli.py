@@ -87,7 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
 def configure_logging(*, quiet: bool, verbose: bool) -> None:
     from . import progress
 
+    import os
+
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    # transformers reads these when it is first imported (always later than this point).
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "debug" if verbose else "error")
+    if quiet:
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TQDM_DISABLE", "1")
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
     progress.set_enabled(not quiet)
 
