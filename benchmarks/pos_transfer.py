@@ -10,8 +10,9 @@
    in-language check) and compare with the majority-tag baseline (the most frequent tag of the
    English training data, NOUN, predicted for every word).
 
-Run: ``python benchmarks/pos_transfer.py [--out runs/pos_transfer]`` (about half an hour on
-2 busy CPU cores with the defaults, most of it MLM pretraining; ``--quick`` for a shorter smoke run). Reads
+Run: ``python benchmarks/pos_transfer.py [--out runs/pos_transfer]`` (45 minutes on 2 CPU cores
+shared with other jobs: 15 of pretraining, 10 per seed; ``--quick`` for a 15-minute smoke run).
+The result is in ``docs/finetuning.md``. Reads
 ``$LAYERSCOPE_TEST_DATA`` or ``../shared/data`` and exits 0 with a message when it is absent.
 Writes ``pos.csv`` (per seed), ``pos.tidy.csv``, ``pos.json`` and ``table.md`` to ``--out``.
 """

@@ -80,7 +80,7 @@ def length_sorted_batches(lengths: Sequence[int], max_tokens: int, max_batch: in
 
 
 @contextlib.contextmanager
-def _capture_output(module: torch.nn.Module) -> Iterator[dict]:
+def capture_output(module: torch.nn.Module) -> Iterator[dict]:
     """Record ``module``'s output for the duration of the block; the hook is always removed."""
     store: dict = {}
 
@@ -121,7 +121,7 @@ def forward_layers(encoder: Encoder, batch: dict[str, torch.Tensor], *, precisio
     """
     device = encoder.device
     inputs = {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device)}
-    capture = _capture_output(encoder.blocks[-1]) if encoder.final_norm_after_blocks() else contextlib.nullcontext({})
+    capture = capture_output(encoder.blocks[-1]) if encoder.final_norm_after_blocks() else contextlib.nullcontext({})
     with capture as store, _autocast(device, precision):
         output = encoder.model(**inputs, output_hidden_states=True, return_dict=True)
     hidden = list(output.hidden_states)

@@ -361,3 +361,10 @@ def test_embedding_pair_source(models):
     assert result.checkpoint.meta["pairs"]["layer"] == 2 and all(n > 0 for n in result.pair_counts.values())
     with pytest.raises(LayerscopeError, match="outside 0-4"):
         realign(encoder, parallel=make_corpus(), pairs="embed:9", **FAST)
+
+
+def test_top_level_realign_is_the_job(models, no_training):
+    import layerscope
+
+    with pytest.raises(LayerscopeError, match="did you mean 'lower'"):
+        layerscope.realign(models["bert"], parallel=make_corpus(), pairs=dictionary(), freeze="lowr")

@@ -12,14 +12,14 @@ frozen parameters are never handed to it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 
 from .. import progress
+from ..activations import capture_output
 from ..encoder import Encoder
 from ..errors import LayerscopeError
 from .data import Batch, Example, RoundRobinSampler, collate
@@ -28,21 +28,6 @@ from .loss import TEMPERATURE, RealignmentHead, contrastive_alignment_loss
 log = logging.getLogger(__name__)
 
 DURING_WEIGHT = 0.1
-
-
-@contextlib.contextmanager
-def _block_output(module: torch.nn.Module) -> Iterator[dict]:
-    """Record ``module``'s output while the block runs; the hook is always removed."""
-    store: dict = {}
-
-    def hook(_module, _inputs, output):
-        store["output"] = output[0] if isinstance(output, tuple) else output
-
-    handle = module.register_forward_hook(hook)
-    try:
-        yield store
-    finally:
-        handle.remove()
 
 
 def hidden_at_layer(encoder: Encoder, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -56,7 +41,7 @@ def hidden_at_layer(encoder: Encoder, input_ids: torch.Tensor, attention_mask: t
         output = encoder.model(input_ids=input_ids, attention_mask=attention_mask,
                                output_hidden_states=True, return_dict=True)
         return output.hidden_states[0]
-    with _block_output(encoder.blocks[layer - 1]) as store:
+    with capture_output(encoder.blocks[layer - 1]) as store:
         encoder.model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
     if "output" not in store:
         raise LayerscopeError(f"block {layer - 1} of {encoder.name} did not run")
