@@ -84,54 +84,16 @@ def unseen_tatoeba(root: Path, langs: list[str], seen: set[str]) -> ParallelCorp
 def pretrain(texts: list[str], *, vocab_size: int, layers: int, width: int, steps: int, batch_size: int,
              lr: float, seed: int):
     """MLM pretraining; the output layer is applied to masked positions only (cheap on CPU)."""
-    from transformers import AutoModel, BertForMaskedLM
-
-    from layerscope import progress
     from layerscope.checkpoint import state_dict_hash
     from layerscope.encoder import _finish
-    from layerscope.pretrain import mask_tokens
+    from layerscope.pretrain import as_base_model, pretrain_mlm
     from layerscope.toymodels import tiny_config, train_tokenizer
 
     tokenizer = train_tokenizer(texts, arch="bert", vocab_size=vocab_size)
     config = tiny_config("bert", len(tokenizer), layers=layers, width=width, heads=4, max_positions=128,
                          tokenizer=tokenizer)
-    torch.manual_seed(seed)
-    model = BertForMaskedLM(config)
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    warmup = max(1, steps // 10)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / warmup if s < warmup else max(0.0, (steps - s) / max(1, steps - warmup)))
-    rng = random.Random(seed)
-    generator = torch.Generator().manual_seed(seed)
-    order: list[int] = []
-    with progress.bar(total=steps, desc="pretrain (MLM)", unit="step") as bar:
-        for _ in range(steps):
-            if len(order) < batch_size:
-                fresh = list(range(len(texts)))
-                rng.shuffle(fresh)
-                order += fresh
-            batch = [texts[i] for i in order[:batch_size]]
-            del order[:batch_size]
-            enc = tokenizer(batch, truncation=True, max_length=64, padding=True, return_special_tokens_mask=True,
-                            return_tensors="pt", return_token_type_ids=False)
-            special = enc.pop("special_tokens_mask").bool() | ~enc["attention_mask"].bool()
-            inputs, labels = mask_tokens(enc["input_ids"], special, tokenizer, generator)
-            hidden = model.bert(input_ids=inputs, attention_mask=enc["attention_mask"]).last_hidden_state
-            chosen = labels != -100
-            logits = model.cls(hidden[chosen])
-            loss = torch.nn.functional.cross_entropy(logits, labels[chosen])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.2f}")
-    print(f"MLM final loss {loss.item():.3f}", file=sys.stderr)
-    base = AutoModel.from_config(config)
-    missing = base.load_state_dict(model.bert.state_dict(), strict=False).missing_keys
-    assert all(k.startswith("pooler.") for k in missing), missing
+    trained = pretrain_mlm(config, tokenizer, texts, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+    base = as_base_model(config, trained, seed=seed)
     return _finish(base, tokenizer, name="bench-base", source_hash=state_dict_hash(base.state_dict()), meta={},
                    tokenizer_name=None, device="cpu")
 

@@ -9,8 +9,6 @@ directory: ``metrics.csv``, ``run.json``, ``figures/``, ``regression/``, ``repor
 from __future__ import annotations
 
 import logging
-import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._resources import data_file
-from .errors import LayerscopeError
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +43,10 @@ class DemoResult:
 
 def build_base(settings: DemoSettings = DemoSettings()):
     """Tokenizer trained on the embedded corpus and a briefly MLM-pretrained tiny BERT (an Encoder)."""
-    import torch
-    from transformers import AutoModel
-
     from .corpora import read_corpus
     from .encoder import _finish
     from .checkpoint import state_dict_hash
-    from .pretrain import pretrain_mlm
+    from .pretrain import as_base_model, pretrain_mlm
     from .toymodels import tiny_config, train_tokenizer
 
     corpus = read_corpus("sample")
@@ -61,11 +57,7 @@ def build_base(settings: DemoSettings = DemoSettings()):
     config = tiny_config("bert", len(tokenizer), layers=settings.layers, width=settings.width,
                          heads=settings.heads, max_positions=128, tokenizer=tokenizer)
     trained = pretrain_mlm(config, tokenizer, texts, steps=settings.pretrain_steps, seed=settings.seed)
-    torch.manual_seed(settings.seed)
-    model = AutoModel.from_config(config)  # with the pooler a BertModel has; MLM training has none
-    missing = model.load_state_dict(trained.state_dict(), strict=False).missing_keys
-    if any(not key.startswith("pooler.") for key in missing):
-        raise LayerscopeError(f"demo model is missing weights: {missing[:3]}")
+    model = as_base_model(config, trained, seed=settings.seed)
     return _finish(model, tokenizer, name="demo-base", source_hash=state_dict_hash(model.state_dict()),
                    meta={}, tokenizer_name=None, device="cpu")
 

@@ -104,3 +104,22 @@ def pretrain_mlm(config, tokenizer, texts: Sequence[str], *, steps: int = 300, b
     base = model.base_model
     base.eval()
     return base
+
+
+def as_base_model(config, trained, *, seed: int = 0):
+    """The ``AutoModel`` of ``config`` (with the pooler a BERT has) holding ``trained``'s weights.
+
+    MLM models are built without a pooler; it is initialised from ``seed`` so the result is
+    reproducible. Any other missing weight is an error.
+    """
+    from transformers import AutoModel
+
+    from .errors import LayerscopeError
+
+    torch.manual_seed(seed)
+    model = AutoModel.from_config(config)
+    missing = model.load_state_dict(trained.state_dict(), strict=False).missing_keys
+    if any(not key.startswith("pooler.") for key in missing):
+        raise LayerscopeError(f"pretrained model is missing weights: {missing[:3]}")
+    model.eval()
+    return model

@@ -14,7 +14,7 @@ from layerscope.cli import main
 from layerscope.compare import compare
 from layerscope.errors import LayerscopeError
 
-from conftest import REPO_ROOT, synthetic_parallel, write_tsv
+from conftest import REPO_ROOT, synthetic_parallel
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -153,7 +153,7 @@ def test_python_api_returns_the_tables(tiny_checkpoints, synthetic_tsv):
 def test_flores_compare_on_demo_model(shared_data, tmp_path):
     """The demo's base model against a realigned copy on real FLORES sentences, 10+ languages."""
     from layerscope.demo import DemoSettings, build_base
-    from layerscope.encoder import checkpoint_from_encoder, load_encoder
+    from layerscope.encoder import checkpoint_from_encoder
     from layerscope.checkpoint import save_checkpoint
     import torch
 
