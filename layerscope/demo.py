@@ -26,7 +26,7 @@ class DemoSettings:
     layers: int = 4
     width: int = 64
     heads: int = 4
-    vocab_size: int = 4000
+    vocab_size: int = 8000  # about 4200 are single characters (both forms), the rest whole words
     pretrain_steps: int = 600
     realign_steps: int = 200
     realign_lr: float = 3e-4  # a tiny, briefly trained model needs far more than mBERT's 2e-5

@@ -143,8 +143,20 @@ def read_results(path: str | Path | pd.DataFrame, *, metric: str | None = None,
             raise LayerscopeError(f"cannot read CSV: {exc}", source=source) from None
     frame = frame.rename(columns={c: str(c).strip() for c in frame.columns})
     if {"lang", "score"} <= set(frame.columns):
+        chosen = metric or "score"
+        if "metric" in frame.columns:
+            available = sorted({str(m) for m in frame["metric"].dropna().unique()})
+            if metric is None:
+                chosen = next((m for m in METRIC_PREFERENCE if m in available), available[0] if available else "score")
+                if len(available) > 1:
+                    log.info("%s: scores %s chosen among %s (use --metric to choose)", source, chosen,
+                             ", ".join(available))
+            elif metric not in available:
+                raise LayerscopeError(f"no scores for metric {metric!r}: available are {', '.join(available)}",
+                                      source=source)
+            frame = frame[frame["metric"].astype(str) == chosen]
         tidy = _from_tidy(frame, source)
-        tidy.attrs["metric"] = metric or "score"
+        tidy.attrs["metric"] = chosen
     elif any(_WIDE.match(str(c)) for c in frame.columns):
         tidy, chosen = _from_wide(frame, source, metric)
         tidy.attrs["metric"] = chosen

@@ -21,11 +21,13 @@ def train_tokenizer(texts: Iterable[str], *, arch: str = "bert", vocab_size: int
     texts = list(texts)
     if arch in ("bert", "distilbert"):
         specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-        tok.normalizer = normalizers.BertNormalizer(lowercase=False, handle_chinese_chars=True)
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        normalizer = normalizers.BertNormalizer(lowercase=False, handle_chinese_chars=True)
+        pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        vocab = deterministic_wordpiece_vocab(texts, normalizer, pre_tokenizer, vocab_size, specials)
+        tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+        tok.normalizer = normalizer
+        tok.pre_tokenizer = pre_tokenizer
         tok.decoder = decoders.WordPiece()
-        tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials))
         cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
         tok.post_processor = processors.TemplateProcessing(
             single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
@@ -66,6 +68,32 @@ def train_tokenizer(texts: Iterable[str], *, arch: str = "bert", vocab_size: int
             unk_token="<|endoftext|>", pad_token="<|endoftext|>", model_max_length=512,
         )
     raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+
+
+def deterministic_wordpiece_vocab(texts, normalizer, pre_tokenizer, vocab_size: int,
+                                  specials: list[str]) -> dict[str, int]:
+    """A WordPiece vocabulary that is the same on every run (the tokenizers trainer is not).
+
+    Special tokens, then every character as a word start and as a ``##`` continuation, then the
+    most frequent whole words (ties broken alphabetically) up to ``vocab_size``. Greedy
+    longest-match encoding keeps frequent words whole and spells the rest in characters.
+    """
+    from collections import Counter
+
+    words: Counter[str] = Counter()
+    for text in texts:
+        for word, _span in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)):
+            words[word] += 1
+    characters = sorted({char for word in words for char in word})
+    ordered = list(specials) + characters + [f"##{char}" for char in characters]
+    seen = set(ordered)
+    for word, _count in sorted(words.items(), key=lambda item: (-item[1], item[0])):
+        if len(ordered) >= vocab_size:
+            break
+        if word not in seen:
+            ordered.append(word)
+            seen.add(word)
+    return {token: index for index, token in enumerate(ordered)}
 
 
 def tiny_config(arch: str, vocab_size: int, *, layers: int = 4, width: int = 64, heads: int = 4,

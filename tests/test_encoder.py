@@ -119,3 +119,17 @@ def test_incompatible_checkpoints_are_refused(tiny_checkpoints, synthetic_tsv):
 
     with pytest.raises(LayerscopeError, match="architecture"):
         compare(tiny_checkpoints["base"], tiny_checkpoints["other"], corpus=f"tsv:{synthetic_tsv}")
+
+
+def test_bert_tokenizer_training_is_deterministic():
+    """The demo's tokenizer (and so its checkpoints) must not depend on hash-map order."""
+    from layerscope.toymodels import train_tokenizer
+
+    from conftest import synthetic_parallel
+
+    texts = [s for column in synthetic_parallel(30).values() for s in column]
+    first = train_tokenizer(texts, arch="bert", vocab_size=300)
+    second = train_tokenizer(list(reversed(texts)), arch="bert", vocab_size=300)
+    assert first.get_vocab() == second.get_vocab()
+    assert first.tokenize(texts[0]) == second.tokenize(texts[0])
+    assert "[UNK]" not in first.tokenize(texts[-1])  # every character is in the vocabulary

@@ -212,3 +212,25 @@ def test_shorten_labels_cuts_shared_affixes_at_delimiters():
         "bert-base-multilingual-cased": "bert", "distilbert-base-multilingual-cased": "distilbert"}
     assert shorten_labels(["m_dico", "m_last_dico"]) == {"m_dico": "m_dico", "m_last_dico": "m_last_dico"}
     assert shorten_labels(["only"]) == {"only": "only"}
+
+
+def test_tidy_file_with_several_metrics_picks_one(tmp_path):
+    """NER and QA write several metrics per language; f1 is preferred, --metric chooses."""
+    import pandas as pd
+
+    from layerscope.gains import read_results
+
+    rows = []
+    for seed in (1, 2):
+        for method, base in (("baseline", 0.5), ("m", 0.6)):
+            for metric, shift in (("precision", 0.1), ("f1", 0.0), ("accuracy", 0.3)):
+                rows.append({"seed": seed, "method": method, "lang": "fr", "metric": metric, "score": base + shift})
+    path = tmp_path / "ner.tidy.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    chosen = read_results(path)
+    assert chosen.attrs["metric"] == "f1" and len(chosen) == 4
+    assert sorted(chosen["score"].round(6).unique()) == [0.5, 0.6]
+    accuracy = read_results(path, metric="accuracy")
+    assert sorted(accuracy["score"].round(6).unique()) == [0.8, 0.9]
+    with pytest.raises(LayerscopeError, match="available are accuracy, f1, precision"):
+        read_results(path, metric="em")

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = DemoSettings(seed=args.seed)
     if args.quick:
-        settings = DemoSettings(seed=args.seed, pretrain_steps=60, realign_steps=30, width=32, vocab_size=3000)
+        settings = DemoSettings(seed=args.seed, pretrain_steps=60, realign_steps=30, width=32, vocab_size=6000)
     result = run_demo(args.output, force=args.force, settings=settings, command=command_line())
     for name, comparison in result.comparisons.items():
         print(f"\n== {name} realignment vs base ({'AlignFreeze: lower half frozen' if name == 'lower' else 'nothing frozen'})")
