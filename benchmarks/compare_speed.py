@@ -19,26 +19,18 @@ the corpus), two copies (the second with perturbed upper blocks). Corpus: FLORES
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _data import require_data_dir  # noqa: E402
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 LANGS = ["fr", "de", "es", "ru", "fi", "tr", "ar", "hi", "zh", "ja", "ko", "vi"]
-
-
-def data_dir() -> Path:
-    env = os.environ.get("LAYERSCOPE_TEST_DATA")
-    path = Path(env) if env else ROOT.parent / "shared" / "data"
-    if not (path / "flores200" / "devtest").is_dir():
-        sys.exit(f"FLORES devtest not found under {path} (set LAYERSCOPE_TEST_DATA)")
-    return path
 
 
 def build_checkpoints(corpus, directory: Path, *, layers: int, width: int, heads: int) -> tuple[Path, Path]:
@@ -113,7 +105,8 @@ def main() -> None:
     from layerscope.corpora import read_corpus
 
     progress.set_enabled(False)
-    corpus = read_corpus(f"flores:{data_dir() / 'flores200' / 'devtest'}", languages_=LANGS[: args.langs],
+    flores = require_data_dir("flores200/devtest") / "flores200" / "devtest"
+    corpus = read_corpus(f"flores:{flores}", languages_=LANGS[: args.langs],
                          limit=args.sentences)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -30,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _data import require_data_dir  # noqa: E402
 from layerscope import languages  # noqa: E402
 from layerscope.realign.pairs import (  # noqa: E402
     DictionarySource,
@@ -43,14 +44,6 @@ from layerscope.realign.words import Words, split_words, words_from_tokens  # no
 AWESOME = {"enfr": ("en", "fr", False), "jaen": ("ja", "en", True), "roen": ("ro", "en", True),
            "zhen": ("zh", "en", True)}
 XL_WA = ("bg", "da", "es", "et", "hu", "it", "nl", "pt", "ru", "sl")
-
-
-def data_dir() -> Path:
-    env = os.environ.get("LAYERSCOPE_TEST_DATA")
-    path = Path(env) if env else Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-    if not path.is_dir():
-        sys.exit(f"no data directory at {path}; set LAYERSCOPE_TEST_DATA")
-    return path
 
 
 def _gold_links(text: str, one_based: bool) -> tuple[list, list]:
@@ -113,7 +106,7 @@ def extra_pairs(root: Path, lang: str, n: int) -> tuple[list[Words], list[Words]
 
 
 def evaluate(sets: dict, args) -> list[dict]:
-    root = data_dir()
+    root = require_data_dir()
     rows = []
     dictionary = DictionarySource(root / "muse")
     eflomal = EflomalSource()
@@ -186,7 +179,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    sets = read_gold(data_dir() / "word_align")
+    sets = read_gold(require_data_dir() / "word_align")
     if args.only:
         wanted = {s.strip() for s in args.only.split(",")}
         sets = {k: v for k, v in sets.items() if k in wanted}

@@ -21,27 +21,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from _data import find_data_dir  # noqa: E402
 
 FLORES = {"en": "eng_Latn", "ar": "arb_Arab", "cs": "ces_Latn", "de": "deu_Latn", "es": "spa_Latn",
           "fi": "fin_Latn", "fr": "fra_Latn", "gl": "glg_Latn", "hi": "hin_Deva", "id": "ind_Latn",
           "is": "isl_Latn", "it": "ita_Latn", "ja": "jpn_Jpan", "ko": "kor_Hang", "pl": "pol_Latn",
           "pt": "por_Latn", "ru": "rus_Cyrl", "sv": "swe_Latn", "th": "tha_Thai", "tr": "tur_Latn",
           "zh": "zho_Hans"}
-
-
-def data_dir() -> Path | None:
-    env = os.environ.get("LAYERSCOPE_TEST_DATA")
-    for candidate in ([Path(env)] if env else []) + [ROOT.parent / "shared" / "data"]:
-        if (candidate / "ud" / "pud").is_dir() and (candidate / "flores200" / "devtest").is_dir():
-            return candidate
-    return None
 
 
 def pretrain(data: Path, *, steps: int, seed: int, width: int, layers: int, vocab_size: int):
@@ -95,7 +87,7 @@ def main(argv=None) -> int:
                         help="a smoke run: 200 pretraining steps, 1 seed, 1 epoch, 200 sentences per language")
     args = parser.parse_args(argv)
 
-    data = data_dir()
+    data = find_data_dir("ud/pud", "flores200/devtest")
     if data is None:
         print("pos_transfer: no shared data (set LAYERSCOPE_TEST_DATA or put ../shared/data beside the repo); skipped")
         return 0

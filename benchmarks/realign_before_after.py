@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
 import time
@@ -33,20 +32,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _data import require_data_dir  # noqa: E402
 import torch  # noqa: E402
 
 from layerscope import languages  # noqa: E402
 from layerscope.corpora import ParallelCorpus, read_corpus  # noqa: E402
 
 DEFAULT_LANGS = "de,fr,es,ru,ar,zh,ja"
-
-
-def data_dir() -> Path:
-    env = os.environ.get("LAYERSCOPE_TEST_DATA")
-    path = Path(env) if env else Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-    if not path.is_dir():
-        sys.exit(f"no data directory at {path}; set LAYERSCOPE_TEST_DATA")
-    return path
 
 
 def read_tatoeba_challenge(root: Path, langs: list[str], n: int, seed: int) -> tuple[ParallelCorpus, list[str]]:
@@ -227,7 +219,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    root = data_dir()
+    root = require_data_dir()
     langs = languages.parse_language_list(args.langs)
     args.out.mkdir(parents=True, exist_ok=True)
     timings = {}

@@ -24,7 +24,6 @@ Run: ``python benchmarks/uriel_validation.py`` (reads ``$LAYERSCOPE_TEST_DATA`` 
 from __future__ import annotations
 
 import math
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -37,17 +36,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from layerscope import typology  # noqa: E402
+from _data import find_data_dir  # noqa: E402
 
 KINDS = ("syntactic", "phonological", "inventory", "featural", "genetic", "geographic")
 TOLERANCE = 0.01
-
-
-def data_dir() -> Path | None:
-    env = os.environ.get("LAYERSCOPE_TEST_DATA")
-    for candidate in ([Path(env)] if env else []) + [ROOT.parent / "shared" / "data"]:
-        if (candidate / "uriel_reference" / "langrank_el.csv").is_file():
-            return candidate
-    return None
 
 
 def absent_in_reference(reference: pd.DataFrame) -> set[str]:
@@ -77,7 +69,7 @@ def summarize(ours: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> tuple[int,
 
 
 def main() -> int:
-    directory = data_dir()
+    directory = find_data_dir("uriel_reference/langrank_el.csv")
     if directory is None:
         print("uriel_reference/langrank_el.csv not found (set LAYERSCOPE_TEST_DATA); nothing to validate")
         return 0

@@ -133,6 +133,7 @@ def compare(
     else:
         parallel = read_corpus(str(corpus), pivot=pivot, languages_=langs, limit=limit)
     pivot = parallel.pivot
+    probes.check_sizes(parallel.sizes(), source=parallel.spec or parallel.name)
     timings["read_corpus"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
@@ -154,7 +155,6 @@ def compare(
         tick = time.perf_counter()
         pivots, targets = extract_corpus(encoder, parallel, **extract_kwargs)
         timings[f"extract_{label}"] = time.perf_counter() - tick
-        probes.check_sizes(pivots, targets, source=parallel.spec or parallel.name)
         tick = time.perf_counter()
         tables.append(probes.crosslingual_table(label, pivots, targets, settings))
         timings[f"metrics_{label}"] = time.perf_counter() - tick

@@ -35,6 +35,7 @@ import pandas as pd
 
 from . import languages
 from .errors import LayerscopeError
+from .tables import read_user_csv
 
 log = logging.getLogger(__name__)
 
@@ -135,12 +136,7 @@ def read_results(path: str | Path | pd.DataFrame, *, metric: str | None = None,
         source = source or "results table"
     else:
         source = Path(path)
-        if not source.is_file():
-            raise LayerscopeError("no such results file", source=source)
-        try:
-            frame = pd.read_csv(source)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise LayerscopeError(f"cannot read CSV: {exc}", source=source) from None
+        frame = read_user_csv(source, what="results file")
     frame = frame.rename(columns={c: str(c).strip() for c in frame.columns})
     if {"lang", "score"} <= set(frame.columns):
         chosen = metric or "score"

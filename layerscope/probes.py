@@ -70,13 +70,12 @@ def check_metrics(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(names)
 
 
-def check_sizes(pivots: Mapping[str, LayerStack], targets: Mapping[str, LayerStack], source: object = None) -> None:
-    for lang, stack in targets.items():
-        if stack.n != pivots[lang].n:
-            raise LayerscopeError(f"{lang}: {stack.n} target sentences but {pivots[lang].n} pivot sentences", source=source)
-        if stack.n < MIN_SENTENCES:
+def check_sizes(sizes: Mapping[str, int], source: object = None) -> None:
+    """Every language needs MIN_SENTENCES pairs; checked on the corpus, before any forward pass."""
+    for lang, n in sizes.items():
+        if n < MIN_SENTENCES:
             raise LayerscopeError(
-                f"language {lang} has only {stack.n} sentence pairs; the metrics need at least {MIN_SENTENCES}",
+                f"language {lang} has only {n} sentence pairs; the metrics need at least {MIN_SENTENCES}",
                 source=source,
             )
 

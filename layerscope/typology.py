@@ -46,6 +46,7 @@ import pandas as pd
 
 from . import languages
 from .errors import LayerscopeError
+from .tables import read_user_csv
 
 DISTANCE_KINDS = ("syntactic", "phonological", "inventory", "featural", "genetic", "geographic")
 EXTRA_KINDS = ("genetic_sym",)
@@ -549,12 +550,7 @@ def read_feature_table(path: str | Path | pd.DataFrame) -> pd.DataFrame:
             frame = frame.reset_index()
     else:
         source = Path(path)
-        if not source.is_file():
-            raise LayerscopeError("no such feature table", source=source)
-        try:
-            frame = pd.read_csv(source)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise LayerscopeError(f"cannot read CSV: {exc}", source=source) from None
+        frame = read_user_csv(source, what="feature table")
     columns = {c.lower(): c for c in frame.columns}
     lang_col = next((columns[c] for c in ("lang", "language", "code", "iso") if c in columns), frame.columns[0])
     if len(frame.columns) < 2:

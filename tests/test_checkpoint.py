@@ -7,7 +7,7 @@ import pickle
 import pytest
 import torch
 
-from layerscope.checkpoint import Checkpoint, load_checkpoint, read_weights_file, save_checkpoint
+from layerscope.checkpoint import load_checkpoint, read_weights_file, save_checkpoint, state_dict_hash
 from layerscope.encoder import checkpoint_from_encoder, load_encoder
 from layerscope.errors import LayerscopeError
 
@@ -173,7 +173,11 @@ def test_hf_directory_loads(tmp_path):
     encoder.tokenizer.save_pretrained(tmp_path / "d")
     loaded = load_encoder(str(tmp_path / "d"))
     assert loaded.num_layers == 4 and loaded.block_paths[0] == "transformer.layer.0"
-    assert loaded.source_hash == Checkpoint(config={}, state_dict=encoder.model.state_dict()).content_hash() or True
+    # the hash identifies the weights: the same for the saved model, different once one weight moves
+    assert loaded.source_hash == state_dict_hash(encoder.model.state_dict())
+    with torch.no_grad():
+        encoder.model.embeddings.word_embeddings.weight[0, 0] += 1.0
+    assert loaded.source_hash != state_dict_hash(encoder.model.state_dict())
 
 
 def test_unreachable_hub_id_is_a_clear_error(monkeypatch):

@@ -20,19 +20,13 @@ from layerscope.tasks import finetune, method_name
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures" / "tasks"
-POS_TRAIN = FIXTURES / "pos" / "en_toy-ud-train.conllu"
-POS_EVAL = f"{FIXTURES / 'pos' / 'fr_toy-ud-test.conllu'},{FIXTURES / 'pos' / 'de_toy-ud-test.conllu'}"
+POS_TRAIN = FIXTURES / "pos" / "en_handmade-train.conllu"
+POS_EVAL = f"{FIXTURES / 'pos' / 'fr_handmade-test.conllu'},{FIXTURES / 'pos' / 'de_handmade-test.conllu'}"
 PARALLEL = f"tsv:{FIXTURES / 'realign' / 'parallel.tsv'}"
 PAIRS = f"dict:{FIXTURES / 'realign' / 'dict'}"
 FAST = dict(steps=3, lr=1e-3, micro_batch_size=8, device="cpu")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +66,7 @@ def test_pos_with_baseline_and_before_schedule(base, tmp_path):
     out = tmp_path / "pos.csv"
     result = finetune(encoder, task="udpos", train=POS_TRAIN, eval=POS_EVAL, seeds=[31, 42], realign="before",
                       include_baseline=True, parallel=PARALLEL, pairs=PAIRS, realign_langs="fr,de",
-                      realign_lr=1e-3, dev=FIXTURES / "pos" / "en_toy-ud-train.conllu", output=out, **FAST)
+                      realign_lr=1e-3, dev=FIXTURES / "pos" / "en_handmade-train.conllu", output=out, **FAST)
     wide = result.wide
     assert list(wide.columns[:11]) == ["seed", "model", "task", "method", "finetuning_steps", "realignment_steps",
                                        "distinct_realignment_samples", "repeated_realignment_samples",
@@ -220,10 +214,10 @@ def test_cli_end_to_end(base, tmp_path, capsys):
 
 @pytest.mark.parametrize("arguments, message", [
     (["--task", "pos", "--train", "missing.conllu"], "missing.conllu: no such train file or directory"),
-    (["--task", "pos", "--train", str(FIXTURES / "pos" / "malformed.conllu")],
-     "malformed.conllu: line 4: 8 tab-separated fields, CoNLL-U needs 10"),
-    (["--task", "pos", "--train", str(FIXTURES / "pos" / "unknown_upos.conllu")],
-     "unknown_upos.conllu: line 3: unknown UPOS tag 'NOUNN'"),
+    (["--task", "pos", "--train", str(FIXTURES / "pos" / "handmade_malformed.conllu")],
+     "handmade_malformed.conllu: line 4: 8 tab-separated fields, CoNLL-U needs 10"),
+    (["--task", "pos", "--train", str(FIXTURES / "pos" / "handmade_unknown_upos.conllu")],
+     "handmade_unknown_upos.conllu: line 3: unknown UPOS tag 'NOUNN'"),
     (["--task", "nli", "--train", str(FIXTURES / "nli" / "bad_label.tsv")], "line 2: unknown label 'maybe'"),
     (["--task", "tagging", "--train", str(POS_TRAIN)], "unknown task 'tagging': known tasks are pos, ner, nli, qa"),
 ])

@@ -38,21 +38,21 @@ def tokenizer():
 
 
 def test_conllu_reader_skips_multiword_ranges_and_empty_nodes():
-    fr = data.read_conllu_upos(FIXTURES / "pos" / "fr_toy-ud-test.conllu")
+    fr = data.read_conllu_upos(FIXTURES / "pos" / "fr_handmade-test.conllu")
     assert [s.id for s in fr] == ["fr-1", "fr-2", "fr-3"]
     # "au" (lines 3-4) is a range: the syntactic words à + le carry the tags
     assert fr[1].words == ["Il", "va", "à", "le", "parc", "."]
     assert fr[1].labels == ["PRON", "VERB", "ADP", "DET", "NOUN", "PUNCT"]
-    de = data.read_conllu_upos(FIXTURES / "pos" / "de_toy-ud-test.conllu")
+    de = data.read_conllu_upos(FIXTURES / "pos" / "de_handmade-test.conllu")
     assert de[0].words == ["Der", "Hund", "läuft", "schnell", "."]  # empty node 2.1 "dann" skipped
-    assert len(data.read_conllu_upos(FIXTURES / "pos" / "en_toy-ud-train.conllu", limit=2)) == 2
+    assert len(data.read_conllu_upos(FIXTURES / "pos" / "en_handmade-train.conllu", limit=2)) == 2
 
 
 def test_conllu_reader_errors_name_the_line():
     with pytest.raises(LayerscopeError, match=r"malformed\.conllu: line 4: 8 tab-separated fields"):
-        data.read_conllu_upos(FIXTURES / "pos" / "malformed.conllu")
+        data.read_conllu_upos(FIXTURES / "pos" / "handmade_malformed.conllu")
     with pytest.raises(LayerscopeError, match=r"line 3: unknown UPOS tag 'NOUNN'"):
-        data.read_conllu_upos(FIXTURES / "pos" / "unknown_upos.conllu")
+        data.read_conllu_upos(FIXTURES / "pos" / "handmade_unknown_upos.conllu")
     with pytest.raises(LayerscopeError, match="no such file"):
         data.read_conllu_upos(FIXTURES / "pos" / "missing.conllu")
 
@@ -123,25 +123,25 @@ def test_eval_spec_forms():
     pos = get_task("pos")
     directory = load_task_data(pos, FIXTURES / "pos")
     assert sorted(directory.languages) == ["de", "en", "fr"]  # files without a language code are ignored
-    listed = load_task_data(pos, f"deu={FIXTURES / 'pos' / 'de_toy-ud-test.conllu'},"
-                                 f"{FIXTURES / 'pos' / 'fr_toy-ud-test.conllu'}")
+    listed = load_task_data(pos, f"deu={FIXTURES / 'pos' / 'de_handmade-test.conllu'},"
+                                 f"{FIXTURES / 'pos' / 'fr_handmade-test.conllu'}")
     assert listed.languages == ["de", "fr"]
     nli = load_task_data(get_task("nli"), str(FIXTURES / "nli" / "xnli.test.tsv"))
     assert sorted(nli.languages) == ["de", "fr"]
-    limited = load_task_data(pos, {"fr": FIXTURES / "pos" / "fr_toy-ud-test.conllu"}, limit=1)
+    limited = load_task_data(pos, {"fr": FIXTURES / "pos" / "fr_handmade-test.conllu"}, limit=1)
     assert len(limited.examples["fr"]) == 1
     with pytest.raises(LayerscopeError, match="language fr is given twice"):
-        load_task_data(pos, f"{FIXTURES / 'pos' / 'fr_toy-ud-test.conllu'},"
-                            f"fr={FIXTURES / 'pos' / 'de_toy-ud-test.conllu'}")
+        load_task_data(pos, f"{FIXTURES / 'pos' / 'fr_handmade-test.conllu'},"
+                            f"fr={FIXTURES / 'pos' / 'de_handmade-test.conllu'}")
     with pytest.raises(LayerscopeError, match="cannot tell the language"):
-        load_task_data(pos, FIXTURES / "pos" / "malformed.conllu")
+        load_task_data(pos, FIXTURES / "pos" / "handmade_malformed.conllu")
     with pytest.raises(LayerscopeError, match="no such eval file"):
         load_task_data(pos, "nowhere/fr.conllu")
 
 
 def test_training_file_without_language_is_the_source_language(tmp_path):
     path = tmp_path / "train.conllu"
-    path.write_text((FIXTURES / "pos" / "en_toy-ud-train.conllu").read_text())
+    path.write_text((FIXTURES / "pos" / "en_handmade-train.conllu").read_text())
     assert load_task_data(get_task("pos"), path, role="train", default_lang="en").languages == ["en"]
 
 

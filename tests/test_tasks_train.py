@@ -19,6 +19,9 @@ PATTERN = ["DET", "NOUN", "VERB", "DET", "NOUN"]
 LABELS = ["DET", "NOUN", "VERB"]
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 def synthetic_tagging(n: int, seed: int) -> list[TaggedSentence]:
     """A learnable task: every word's tag is its class; sentences follow DET NOUN VERB DET NOUN
     with a random word of each class (and random truncation, so positions do not give it away)."""
@@ -45,14 +48,6 @@ def tiny_encoder(*, dropout: float = 0.1, layers: int = 2, width: int = 32, seed
     model = AutoModel.from_config(config)
     return _finish(model, tokenizer, name="tiny", source_hash="tiny", meta={}, tokenizer_name=None, device="cpu")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second intra-op thread on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _features(encoder, sentences):
