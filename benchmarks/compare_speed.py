@@ -6,7 +6,7 @@ Measures in one run and prints one table of ratios:
    wall time of the bare forward passes of both models over the same sentences, in the same
    batches, with all hidden states (no pooling, no metrics). Target ≤ 1.15× on CPU.
 2. cache — a second ``compare`` of the same checkpoints and corpus with ``--cache-dir`` against
-   the first. Target ≥ 5× faster.
+   the first (which wrote the cache). Target ≥ 5× faster.
 
 Model: BERT-base-shaped (12 blocks, width 768, 12 heads; random weights, a tokenizer trained on
 the corpus), two copies (the second with perturbed upper blocks). Corpus: FLORES devtest from
@@ -114,13 +114,15 @@ def main() -> None:
         floor = bare_forward_seconds(checkpoints, corpus, max_tokens=args.max_tokens, max_length=args.max_length)
 
         timings = {}
-        for label, cache in (("compare", None), ("compare, cold cache", tmp / "cache"), ("compare, warm cache", tmp / "cache")):
+        # The first compare also writes the activation cache, so its ratio to the floor is conservative.
+        stages = {}
+        for label, cache in (("compare", tmp / "cache"), ("compare, warm cache", tmp / "cache")):
             start = time.perf_counter()
             result = compare(*checkpoints, corpus=corpus, output_dir=tmp / label.replace(" ", "_").replace(",", ""),
                              device="cpu", cache_dir=cache, max_tokens=args.max_tokens, max_length=args.max_length,
                              regression=False)
             timings[label] = time.perf_counter() - start
-            stages = result.run["timings_s"]
+            stages[label] = result.run["timings_s"]
 
     n_sent = (args.langs + 1) * args.sentences
     print(f"\nBERT-base-shaped model ({args.layers} blocks × {args.width}), {args.langs} languages × "
@@ -131,11 +133,11 @@ def main() -> None:
     print(f"| bare forward passes, all hidden states (floor) | {floor:.1f} | 1.00 | |")
     print(f"| compare: extraction + metrics + figures | {timings['compare']:.1f} | "
           f"{timings['compare'] / floor:.2f}× floor | ≤ 1.15× |")
-    print(f"| compare with --cache-dir, first run | {timings['compare, cold cache']:.1f} | "
-          f"{timings['compare, cold cache'] / floor:.2f}× floor | |")
-    print(f"| compare with --cache-dir, second run | {timings['compare, warm cache']:.1f} | "
-          f"{timings['compare, cold cache'] / timings['compare, warm cache']:.1f}× faster | ≥ 5× |")
-    print(f"\nsentences encoded per model: {n_sent}; stages of the last run (s): {stages}")
+    print(f"| compare again, activations from the cache | {timings['compare, warm cache']:.1f} | "
+          f"{timings['compare'] / timings['compare, warm cache']:.1f}× faster | ≥ 5× |")
+    print(f"\nsentences encoded per model: {n_sent}")
+    for label, stage in stages.items():
+        print(f"stages of '{label}' (s): {stage}")
 
 
 if __name__ == "__main__":

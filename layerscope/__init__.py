@@ -20,6 +20,7 @@ _EXPORTS = {
     "regress": "layerscope.regression:regress",
     "gains": "layerscope.gains:compute_gains",
     "run_demo": "layerscope.demo:run_demo",
+    "sweep": "layerscope.sweep:sweep",
     # building blocks
     "load_checkpoint": "layerscope.checkpoint:load_checkpoint",
     "save_checkpoint": "layerscope.checkpoint:save_checkpoint",

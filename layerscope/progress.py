@@ -19,9 +19,10 @@ def enabled() -> bool:
     return _enabled
 
 
-def bar(iterable: Iterable[T] | None = None, *, desc: str = "", total: int | None = None, unit: str = "it", **kwargs):
-    """A tqdm bar writing to stderr, disabled under --quiet."""
+def bar(iterable: Iterable[T] | None = None, *, desc: str = "", total: int | None = None, unit: str = "it",
+        main: bool = True, **kwargs):
+    """A tqdm bar writing to stderr, disabled under --quiet and on all but the main process."""
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, desc=desc, total=total, unit=unit, disable=not _enabled, leave=False,
+    return tqdm(iterable, desc=desc, total=total, unit=unit, disable=not (_enabled and main), leave=False,
                 dynamic_ncols=True, **kwargs)

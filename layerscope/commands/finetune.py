@@ -159,6 +159,10 @@ def run(args: argparse.Namespace) -> int:
         force=args.force,
         command=command_line(),
     )
+    from ..distributed import workers
+
+    if not workers(args.device).is_main:
+        return 0
     print(result.format_summary())
     print("wrote " + ", ".join(str(p) for p in result.paths.values()))
     return 0

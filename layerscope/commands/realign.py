@@ -37,6 +37,13 @@ examples:
   layerscope realign base.pt --parallel sample --pairs embed:3 --freeze none --steps 200 -o r.pt
   layerscope realign base.pt --parallel sample --pairs dict:muse/ -o r.pt --checkpoint-every 100
   layerscope realign base.pt --parallel sample --pairs dict:muse/ -o r.pt --checkpoint-every 100 --resume
+
+data parallel (Hugging Face Accelerate; each process draws its own share of every batch, gradients
+are all-reduced, one process writes the checkpoint):
+  accelerate launch --multi_gpu --num_processes 4 -m layerscope realign base.pt --parallel sample \
+      --pairs dict:muse/ --batch-size 4 -o r.pt        # effective batch 16 over 4 GPUs
+  layerscope realign base.pt --parallel sample --pairs dict:muse/ --batch-size 4 --grad-accumulation 4 -o r.pt
+                                                         # the same steps on one device
 """
 
 
@@ -54,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="optimizer steps (default: one pass over the sentence pairs; the paper uses "
                              "as many as the fine-tuning run)")
     parser.add_argument("--batch-size", type=int, default=16, help="sentence pairs per batch (default: 16)")
+    parser.add_argument("--grad-accumulation", type=int, default=1, metavar="K",
+                        help="micro-batches per optimiser step (default: 1); the effective batch is "
+                             "batch size × K × processes")
     parser.add_argument("--lr", type=float, help="constant Adam learning rate (default: 2e-5; 7.5e-6 for XLM-R)")
     parser.add_argument("--layer", type=int, metavar="I",
                         help="realignment layer: 0 = embeddings ... L = last block (default: L)")
@@ -99,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         freeze=args.freeze,
         steps=args.steps,
         batch_size=args.batch_size,
+        accumulation=args.grad_accumulation,
         lr=args.lr,
         layer=args.layer,
         max_length=args.max_length,
@@ -113,6 +124,10 @@ def run(args: argparse.Namespace) -> int:
         segmenter=args.segmenter,
         inplace=True,
     )
+    from ..distributed import workers
+
+    if not workers(args.device).is_main:
+        return 0
     meta = result.checkpoint.meta
     print(f"realigned {meta['parent']} ({meta['freeze']['description']}) at layer {result.layer} "
           f"for {len(result.history)} steps")

@@ -21,6 +21,7 @@ import torch
 
 from ..checkpoint import Checkpoint, save_checkpoint
 from ..corpora import ParallelCorpus
+from ..distributed import SINGLE, Workers, workers
 from ..encoder import Encoder, FreezePolicy, apply_freeze, checkpoint_from_encoder, parse_freeze_policy, unfreeze_all
 from ..errors import LayerscopeError
 from ..outputs import atomic_write
@@ -177,14 +178,20 @@ def _check_writable(output: Path) -> None:
         raise LayerscopeError("directory is not writable", source=existing)
 
 
-def _save_partial(path: Path, encoder: Encoder, realigner: Realigner, meta: dict, fingerprint: dict) -> None:
+def _save_partial(path: Path, encoder: Encoder, realigner: Realigner, meta: dict, fingerprint: dict,
+                  team: Workers = SINGLE) -> None:
+    trainer_state = realigner.state_dict()  # every process takes part (random states are gathered)
+    if not team.is_main:
+        team.barrier()
+        return
     ckpt = checkpoint_from_encoder(encoder, meta={**meta, "complete": False, "steps_done": realigner.step})
     payload = ckpt.to_payload()
-    payload["resume"] = {"fingerprint": fingerprint, "trainer": realigner.state_dict()}
+    payload["resume"] = {"fingerprint": fingerprint, "trainer": trainer_state}
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
     log.info("saved resumable state at step %d to %s", realigner.step, path)
+    team.barrier()
 
 
 def _load_partial(path: Path, fingerprint: dict) -> dict:
@@ -213,6 +220,7 @@ def realign(
     freeze: str = "lower",
     steps: int | None = None,
     batch_size: int = BATCH_SIZE,
+    accumulation: int = 1,
     lr: float | None = None,
     layer: int | None = None,
     max_length: int = MAX_LENGTH,
@@ -240,7 +248,10 @@ def realign(
     freeze : ``none``, ``lower`` (blocks 0 … L/2−1), ``upper`` (L/2 … L−1), ``embeddings``,
         block ranges such as ``0-5``, or combinations (``lower+embeddings``).
     steps : optimiser steps (default: one pass over the sentence pairs with word pairs).
-    batch_size : sentence pairs per batch, drawn round-robin over languages (16).
+    batch_size : sentence pairs per batch, drawn round-robin over languages (16); under
+        ``accelerate launch`` the batch of each process.
+    accumulation : micro-batches of ``batch_size`` whose gradients make one optimiser step (1).
+        The effective batch is ``batch_size × accumulation × processes``.
     lr : Adam's constant learning rate (default 2e-5; 7.5e-6 for XLM-R).
     layer : realignment layer, 0 = embeddings … L = last block (default L).
     max_length : sub-tokens per sentence (96).
@@ -253,8 +264,8 @@ def realign(
     on_step : called as ``on_step(step, loss)`` after every step.
     """
     # ---------------------------------------------------------------- cheap checks first
-    for name, value, minimum in (("batch_size", batch_size, 1), ("max_length", max_length, 4),
-                                 ("held_out", held_out, 0)):
+    for name, value, minimum in (("batch_size", batch_size, 1), ("accumulation", accumulation, 1),
+                                 ("max_length", max_length, 4), ("held_out", held_out, 0)):
         if not isinstance(value, int) or value < minimum:
             raise LayerscopeError(f"{name} must be an integer >= {minimum}, got {value!r}")
     if steps is not None and (not isinstance(steps, int) or steps < 1):
@@ -269,7 +280,8 @@ def realign(
     if output_path is not None:
         _check_writable(output_path)
 
-    encoder = _as_encoder(source, device, inplace)
+    team = workers(device)
+    encoder = _as_encoder(source, team.device or device, inplace)
     policy = parse_freeze_policy(freeze, encoder.num_layers)
     realign_layer = resolve_layer(encoder, layer)
     check_layer_policy(policy, realign_layer, encoder.num_layers)
@@ -287,7 +299,8 @@ def realign(
     data: RealignmentData = extract_pairs(encoder.tokenizer, train_corpus, pair_src, max_length=max_length,
                                           segmenter=segmenter)
     usable = sum(len(v) for v in data.examples.values())
-    total_steps = steps if steps is not None else max(1, math.ceil(usable / batch_size))
+    effective_batch = batch_size * accumulation * team.world_size
+    total_steps = steps if steps is not None else max(1, math.ceil(usable / effective_batch))
     for lang in data.languages:
         log.info("%s: %d word pairs in %d of %d sentence pairs", lang, data.word_pairs[lang],
                  len(data.examples[lang]), data.sentences[lang])
@@ -299,6 +312,7 @@ def realign(
         "freeze": policy.spec,
         "layer": realign_layer,
         "batch_size": batch_size,
+        "effective_batch": effective_batch,
         "lr": learning_rate,
         "seed": seed,
         "max_length": max_length,
@@ -316,6 +330,9 @@ def realign(
         "num_layers": encoder.num_layers,
         "steps": total_steps,
         "batch_size": batch_size,
+        "accumulation": accumulation,
+        "processes": team.world_size,
+        "effective_batch": effective_batch,
         "lr": learning_rate,
         "optimizer": "adam (constant learning rate)",
         "temperature": TEMPERATURE,
@@ -335,7 +352,7 @@ def realign(
     # ---------------------------------------------------------------- training
     apply_freeze(encoder, policy)
     realigner = Realigner(encoder, data.examples, layer=realign_layer, lr=learning_rate,
-                          batch_size=batch_size, seed=seed)
+                          batch_size=batch_size, seed=seed, accumulation=accumulation, workers=team)
     partial = partial_path(output_path) if output_path is not None else None
     if resume and partial is not None:
         if partial.exists():
@@ -353,7 +370,7 @@ def realign(
 
     save = None
     if checkpoint_every and partial is not None:
-        save = lambda r: _save_partial(partial, encoder, r, meta, fingerprint)  # noqa: E731
+        save = lambda r: _save_partial(partial, encoder, r, meta, fingerprint, team)  # noqa: E731
     try:
         history = realigner.run(total_steps, save_every=checkpoint_every, save=save, on_step=on_step)
     finally:
@@ -366,10 +383,11 @@ def realign(
     meta["mean_loss_last_10pct"] = sum(tail) / len(tail) if tail else None
     meta["first_loss"] = history[0] if history else None
     ckpt = checkpoint_from_encoder(encoder, meta=meta)
-    if output_path is not None:
+    if output_path is not None and team.is_main:  # one process writes; the weights are the same on all
         save_checkpoint(output_path, ckpt)
         if partial is not None and partial.exists():
             partial.unlink()
+    team.barrier()
     encoder.source_hash = ckpt.content_hash()
     encoder.checkpoint_meta = meta
     encoder.name = output_path.name if output_path is not None else f"{encoder.name}+realigned-{policy.spec}"

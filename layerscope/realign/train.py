@@ -13,6 +13,7 @@ frozen parameters are never handed to it.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Callable
 
@@ -20,6 +21,7 @@ import torch
 
 from .. import progress
 from ..activations import capture_output
+from ..distributed import SINGLE, Workers
 from ..encoder import Encoder
 from ..errors import LayerscopeError
 from .data import Batch, Example, RoundRobinSampler, collate
@@ -72,16 +74,40 @@ def resolve_layer(encoder: Encoder, layer: int | None) -> int:
 
 
 class _Batches:
-    """Examples per language drawn by a round-robin sampler, collated for the model."""
+    """Examples per language drawn by a round-robin sampler, collated for the model.
 
-    def __init__(self, examples: dict[str, list[Example]], batch_size: int, seed: int, pad_id: int) -> None:
+    Under data parallelism every process runs the same sampler over the global batch
+    (``batch_size × world_size`` draws) and keeps its own slice, so the examples of one step
+    are those a single process would see in ``world_size`` consecutive batches.
+    """
+
+    def __init__(self, examples: dict[str, list[Example]], batch_size: int, seed: int, pad_id: int,
+                 workers: Workers = SINGLE) -> None:
         self.examples = examples
-        self.sampler = RoundRobinSampler({lang: len(items) for lang, items in examples.items()}, batch_size, seed)
+        self.workers = workers
+        self.sampler = RoundRobinSampler({lang: len(items) for lang, items in examples.items()},
+                                         batch_size * workers.world_size, seed)
         self.pad_id = pad_id
 
     def next(self) -> Batch:
-        draws = self.sampler.next_batch()
+        draws = self.workers.shard(self.sampler.next_batch())
         return collate([self.examples[lang][index] for lang, index in draws], self.pad_id)
+
+
+class _LossModule(torch.nn.Module):
+    """Encoder and head as one module whose forward is the realignment loss of a batch, so
+    that DistributedDataParallel can wrap (and all-reduce the gradients of) both."""
+
+    def __init__(self, encoder: Encoder, head: RealignmentHead, layer: int, temperature: float) -> None:
+        super().__init__()
+        self.model = encoder.model
+        self.head = head
+        self.encoder = encoder
+        self.layer = layer
+        self.temperature = temperature
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return realignment_loss(self.encoder, self.head, batch, self.layer, self.temperature)
 
 
 class Realigner:
@@ -89,39 +115,58 @@ class Realigner:
 
     Seeds the global torch generator with ``seed`` (dropout draws from it) and builds the head
     right after, so a run is reproducible on CPU.
+
+    One optimiser step averages the gradients of ``accumulation`` micro-batches of
+    ``batch_size`` sentence pairs on each of the ``workers``' processes (each micro-batch's mean
+    loss weighs the same), so two processes with batch 8 take the same steps as one process
+    with batch 8 and ``accumulation=2``. Each process draws its own dropout stream.
     """
 
     def __init__(self, encoder: Encoder, examples: dict[str, list[Example]], *, layer: int, lr: float,
-                 batch_size: int = 16, seed: int = 0, temperature: float = TEMPERATURE) -> None:
+                 batch_size: int = 16, seed: int = 0, temperature: float = TEMPERATURE,
+                 accumulation: int = 1, workers: Workers = SINGLE) -> None:
+        if not isinstance(accumulation, int) or accumulation < 1:
+            raise LayerscopeError(f"gradient accumulation must be a positive integer, got {accumulation!r}")
         self.encoder = encoder
         self.layer = layer
         self.temperature = temperature
+        self.accumulation = accumulation
+        self.workers = workers
         torch.manual_seed(seed)
         self.head = RealignmentHead(encoder.hidden_size).to(encoder.device)
-        self.batches = _Batches(examples, batch_size, seed, encoder.tokenizer.pad_token_id)
+        if workers.distributed:
+            torch.manual_seed(seed * 1_000_003 + 7_919 * (workers.rank + 1))
+        self.batches = _Batches(examples, batch_size, seed, encoder.tokenizer.pad_token_id, workers)
         trainable = [p for p in encoder.model.parameters() if p.requires_grad]
         if not trainable:
             raise LayerscopeError("the freeze policy leaves no trainable parameter in the model")
         self.optimizer = torch.optim.Adam([*trainable, *self.head.parameters()], lr=lr)
+        self.loss_module = workers.wrap(_LossModule(encoder, self.head, layer, temperature))
         self.step = 0
         self.history: list[float] = []
 
     def train_step(self) -> tuple[float, int]:
-        """One optimiser step; returns (loss, number of word pairs in the batch)."""
+        """One optimiser step; returns (loss averaged over micro-batches and processes, word
+        pairs in the step's batches on all processes)."""
         self.encoder.model.train()
         self.head.train()
-        batch = self.batches.next()
-        loss = realignment_loss(self.encoder, self.head, batch, self.layer, self.temperature)
-        if not torch.isfinite(loss):
-            raise LayerscopeError(f"realignment loss became {loss.item()} at step {self.step + 1}; "
-                                  "lower the learning rate")
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total, pairs = 0.0, 0
+        for micro in range(self.accumulation):
+            batch = self.batches.next()
+            with self.workers.no_sync(self.loss_module, last=micro == self.accumulation - 1):
+                loss = self.loss_module(batch)
+                (loss / self.accumulation).backward()
+            total += float(loss.detach())
+            pairs += batch.num_pairs
+        value = self.workers.mean(total / self.accumulation)
+        if not math.isfinite(value):
+            raise LayerscopeError(f"realignment loss became {value} at step {self.step + 1}; "
+                                  "lower the learning rate")
         self.optimizer.step()
         self.step += 1
-        value = float(loss.detach())
         self.history.append(value)
-        return value, batch.num_pairs
+        return value, int(self.workers.sum(pairs))
 
     def run(self, steps: int, *, save_every: int | None = None, save: Callable[["Realigner"], None] | None = None,
             on_step: Callable[[int, float], None] | None = None) -> list[float]:
@@ -132,7 +177,8 @@ class Realigner:
         """
         start = time.perf_counter()
         pairs_seen = 0
-        with progress.bar(total=steps, initial=self.step, desc="realign", unit="step") as bar:
+        with progress.bar(total=steps, initial=self.step, desc="realign", unit="step",
+                          main=self.workers.is_main) as bar:
             while self.step < steps:
                 value, pairs = self.train_step()
                 pairs_seen += pairs
@@ -149,7 +195,9 @@ class Realigner:
     # ----------------------------------------------------------------- state
 
     def state_dict(self) -> dict:
-        """Everything needed to continue bit-identically, except the model weights."""
+        """Everything needed to continue bit-identically, except the model weights.
+
+        Under data parallelism every process must call it (the random states are gathered)."""
         state = {
             "step": self.step,
             "history": list(self.history),
@@ -160,6 +208,8 @@ class Realigner:
         }
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        if self.workers.distributed:
+            state["rng_per_rank"] = self.workers.gather_objects(torch.get_rng_state())
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -168,7 +218,11 @@ class Realigner:
         self.head.load_state_dict(state["head"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.batches.sampler.load_state_dict(state["sampler"])
-        torch.set_rng_state(state["rng"])
+        per_rank = state.get("rng_per_rank")
+        if self.workers.distributed and per_rank is not None and len(per_rank) == self.workers.world_size:
+            torch.set_rng_state(per_rank[self.workers.rank])
+        else:
+            torch.set_rng_state(state["rng"])
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
 

@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 
 from .. import languages
+from ..distributed import workers
 from ..errors import LayerscopeError
 from .registry import Task, get_task
 from .evaluate import majority_scores
@@ -318,7 +319,7 @@ def _one_run(base, prep: _Prepared, spec: Task, config: FinetuneConfig, *, label
     pad_id = encoder.tokenizer.pad_token_id
     history = train_task(model, prep.train_features, config.train_settings(seed), pad_id=pad_id,
                          objective=objective, realign_params=realign_params, device=device,
-                         precision=config.precision, desc=f"{label} seed {seed}")
+                         precision=config.precision, desc=f"{label} seed {seed}", workers=workers(device))
 
     def evaluate(examples, features):
         return evaluate_language(model, spec.name, examples, features, prep.labels or None, pad_id=pad_id,
@@ -456,7 +457,8 @@ def finetune(
     paths = output_paths(output) if output is not None else {}
     if paths:
         check_outputs(paths, force)
-    target = resolve_device(config.device)
+    team = workers(config.device)
+    target = team.device or resolve_device(config.device)
     if labels is not None:
         _label_list(spec, [], labels)  # a bad label set fails before any data is read
     base = _as_encoder(source, model, target, trust_remote_code)
@@ -518,6 +520,6 @@ def finetune(
             result.histories[(label, seed)] = history
             result.wide, result.tidy = tables(rows, spec)
             run_info["seconds"] = round(time.perf_counter() - started, 3)
-            if paths:
+            if paths and team.is_main:  # every process holds the same weights and scores
                 write(result, paths)
     return result

@@ -8,6 +8,11 @@ and falls linearly to 0 at the last step (the Hugging Face ``linear`` schedule).
 clipped to norm 1. The example order is a fresh permutation per epoch from a generator seeded
 with ``seed``, and the global generator (dropout) is seeded too: a run is deterministic on CPU.
 
+Under ``accelerate launch`` every process builds the same effective batch and takes every
+``world_size``-th micro-batch of it; each scales its summed loss by ``world_size / units`` and
+DistributedDataParallel averages the gradients, so a step is the one a single process would take
+(up to the order of floating-point sums).
+
 For the ``during`` schedule a realignment objective
 (:func:`layerscope.realign.during_objective`) adds ``weight × realignment loss`` of one
 realignment batch at every optimiser step; with ``realign_params`` that gradient reaches only
@@ -24,6 +29,7 @@ from typing import Callable, Sequence
 import torch
 
 from .. import progress
+from ..distributed import SINGLE, Workers
 from ..errors import LayerscopeError
 from .features import IGNORE, Feature
 from .heads import TaskModel, batch_loss
@@ -144,10 +150,18 @@ def _batches(n: int, settings: TrainSettings, total: int) -> list[list[int]]:
     return out[:total]
 
 
+def _units(features: Sequence[Feature], indices: Sequence[int], kind: str) -> int:
+    """Loss units of a batch: labelled tokens for tagging, examples otherwise."""
+    if kind == "tagging":
+        return max(1, sum(1 for i in indices for label in features[i].labels if label != IGNORE))
+    return len(indices)
+
+
 def train_task(model: TaskModel, features: Sequence[Feature], settings: TrainSettings, *, pad_id: int,
                objective=None, realign_params: Sequence[torch.nn.Parameter] | None = None,
                device: torch.device | str = "cpu", precision: str = "auto",
-               on_step: Callable[[int, float], None] | None = None, desc: str = "fine-tune") -> TrainHistory:
+               on_step: Callable[[int, float], None] | None = None, desc: str = "fine-tune",
+               workers: Workers = SINGLE) -> TrainHistory:
     """Fine-tune ``model`` on ``features``; returns the loss history.
 
     ``objective``: a :class:`layerscope.realign.RealignmentObjective` for the ``during``
@@ -156,9 +170,19 @@ def train_task(model: TaskModel, features: Sequence[Feature], settings: TrainSet
     """
     if not features:
         raise LayerscopeError("no training examples")
+    if workers.distributed:
+        if objective is not None:
+            raise LayerscopeError("the 'during' schedule runs in one process; launch it without accelerate")
+        if settings.accumulation % workers.world_size:
+            raise LayerscopeError(
+                f"{settings.accumulation} micro-batches per step (batch {settings.batch_size} / micro-batch "
+                f"{settings.micro_batch_size}) do not split over {workers.world_size} processes")
     device = torch.device(device)
     torch.manual_seed(settings.seed)
     model.to(device)
+    wrapped = workers.wrap(model)
+    if workers.distributed:
+        torch.manual_seed(settings.seed * 1_000_003 + 7_919 * (workers.rank + 1))  # own dropout stream
     total = settings.total_steps(len(features))
     warmup_steps = math.ceil(settings.warmup * total)
     decay, no_decay = [], []
@@ -178,24 +202,25 @@ def train_task(model: TaskModel, features: Sequence[Feature], settings: TrainSet
     history = TrainHistory()
     start = time.perf_counter()
     model.train()
-    with progress.bar(total=total, desc=desc, unit="step") as bar:
+    with progress.bar(total=total, desc=desc, unit="step", main=workers.is_main) as bar:
         for step, indices in enumerate(_batches(len(features), settings, total)):
             indices = sorted(indices, key=lambda i: len(features[i].input_ids))
-            micro = [collate([features[i] for i in indices[k:k + settings.micro_batch_size]], pad_id, model.kind,
-                             device) for k in range(0, len(indices), settings.micro_batch_size)]
+            micro_indices = [indices[k:k + settings.micro_batch_size]
+                             for k in range(0, len(indices), settings.micro_batch_size)]
+            units = _units(features, indices, model.kind)
+            mine = micro_indices[workers.rank::workers.world_size]
             optimizer.zero_grad(set_to_none=True)
-            if model.kind == "tagging":
-                units = max(1, sum(int((b["labels"] != IGNORE).sum()) for b in micro))
-            else:
-                units = len(indices)
             task_total = 0.0
-            for batch in micro:
-                with _autocast(device, precision):
-                    logits = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
-                loss, _ = batch_loss(model.kind, logits, batch["labels"])
-                (loss / units).backward()
+            for position, chunk in enumerate(mine):
+                batch = collate([features[i] for i in chunk], pad_id, model.kind, device)
+                with workers.no_sync(wrapped, last=position == len(mine) - 1):
+                    with _autocast(device, precision):
+                        logits = wrapped(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+                    loss, _ = batch_loss(model.kind, logits, batch["labels"])
+                    scaled = loss / units if not workers.distributed else loss * (workers.world_size / units)
+                    scaled.backward()
                 task_total += float(loss.detach())
-            task_value = task_total / units
+            task_value = workers.sum(task_total) / units
             if not math.isfinite(task_value):
                 raise LayerscopeError(f"task loss became {task_value} at step {step + 1}; lower the learning rate")
             if objective is not None:
