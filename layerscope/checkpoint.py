@@ -17,6 +17,7 @@ import hashlib
 import io
 import os
 import pickle
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,7 +108,7 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def _check_finite(state_dict: Mapping[str, torch.Tensor], source: object) -> None:
+def refuse_non_finite(state_dict: Mapping[str, torch.Tensor], source: object) -> None:
     bad = [
         name
         for name, tensor in state_dict.items()
@@ -141,27 +142,43 @@ def _needs_code(path: Path) -> bool:
     data = _pickle_bytes(path)
     if not data:
         return False
-    strings: list[str] = []
     try:
-        for opcode, arg, _pos in pickletools.genops(data):
-            if isinstance(arg, str):
-                strings.append(arg)
-            if opcode.name == "GLOBAL" and isinstance(arg, str):
-                if not arg.split(" ")[0].startswith(_SAFE_MODULES):
-                    return True
-            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
-                if not strings[-2].startswith(_SAFE_MODULES):
-                    return True
-            elif opcode.name in ("INST", "OBJ"):
-                return True
-    except Exception:  # not a pickle stream at all
+        ops = list(pickletools.genops(data))
+    except Exception:  # not a pickle stream at all (text, random bytes): corrupt, not dangerous
         return False
+    strings: list[str] = []
+    for opcode, arg, _pos in ops:
+        if isinstance(arg, str):
+            strings.append(arg)
+        if opcode.name == "GLOBAL" and isinstance(arg, str):
+            if not arg.split(" ")[0].startswith(_SAFE_MODULES):
+                return True
+        elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+            if not strings[-2].startswith(_SAFE_MODULES):
+                return True
+        elif opcode.name in ("INST", "OBJ"):
+            return True
     return False
+
+
+def _first_sentence(exc: BaseException, limit: int = 200) -> str:
+    """The first line and sentence of an exception's message, at most ``limit`` characters
+    (library messages run long: lists of every dtype, advice on how files get corrupted)."""
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__
+    first = text.splitlines()[0].strip()
+    head, dot, _rest = first.partition(". ")
+    head += "." if dot else ""
+    return head if len(head) <= limit else head[: limit - 1] + "…"
 
 
 def _torch_load_safely(path: Path) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols it does not expect; the file is judged below.
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
         if "Unsupported global" in text or _needs_code(path):
@@ -169,8 +186,10 @@ def _torch_load_safely(path: Path) -> Any:
         detail = text.split("WeightsUnpickler error:")[-1].strip().splitlines()[0] if "WeightsUnpickler" in text else text.splitlines()[0]
         raise LayerscopeError(f"not a readable checkpoint file (unpickling failed: {detail})", source=path) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise LayerscopeError(f"truncated or corrupt checkpoint file ({first})", source=path) from None
+        raise LayerscopeError(f"truncated or corrupt checkpoint file ({_first_sentence(exc)})", source=path) from None
+    except Exception as exc:  # noqa: BLE001 - the weights-only unpickler runs no code; any failure means a bad file
+        raise LayerscopeError(f"not a readable checkpoint file (neither torch.save nor pickle data: "
+                              f"{type(exc).__name__} {_first_sentence(exc)})", source=path) from None
 
 
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -180,7 +199,28 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
-        raise LayerscopeError(f"corrupt safetensors file ({str(exc).splitlines()[0]})", source=path) from None
+        raise LayerscopeError(f"corrupt safetensors file ({_first_sentence(exc)})", source=path) from None
+
+
+_PAYLOAD_TYPES: dict[str, tuple[type, ...]] = {
+    "config": (dict,),
+    "state_dict": (dict,),
+    "meta": (dict, type(None)),
+    "tokenizer": (str, type(None)),
+    "tokenizer_name": (str, type(None)),
+    "tokenizer_config": (dict, type(None)),
+}
+
+
+def _check_payload(payload: Mapping[str, Any], path: Path) -> None:
+    """Refuse a layerscope checkpoint whose fields have the wrong types (hand-edited or foreign)."""
+    for key, types in _PAYLOAD_TYPES.items():
+        if not isinstance(payload.get(key), types):
+            raise LayerscopeError(f"layerscope checkpoint without a valid {key!r} "
+                                  f"(found a {type(payload.get(key)).__name__})", source=path)
+    for name, value in payload["state_dict"].items():
+        if not isinstance(name, str) or not isinstance(value, torch.Tensor):
+            raise LayerscopeError(f"state_dict entry {name!r} is a {type(value).__name__}, not a tensor", source=path)
 
 
 def read_weights_file(path: str | os.PathLike, *, check_finite: bool = True) -> Checkpoint | BareStateDict:
@@ -196,7 +236,7 @@ def read_weights_file(path: str | os.PathLike, *, check_finite: bool = True) -> 
     if path.suffix == ".safetensors":
         state = _load_safetensors(path)
         if check_finite:
-            _check_finite(state, path)
+            refuse_non_finite(state, path)
         return BareStateDict(state, path, sha)
 
     payload = _torch_load_safely(path)
@@ -204,12 +244,10 @@ def read_weights_file(path: str | os.PathLike, *, check_finite: bool = True) -> 
         version = payload.get("version")
         if version != VERSION:
             raise LayerscopeError(f"unsupported layerscope checkpoint version {version!r} (this layerscope reads {VERSION})", source=path)
-        for key in ("config", "state_dict"):
-            if not isinstance(payload.get(key), dict):
-                raise LayerscopeError(f"layerscope checkpoint without a valid {key!r}", source=path)
+        _check_payload(payload, path)
         state = payload["state_dict"]
         if check_finite:
-            _check_finite(state, path)
+            refuse_non_finite(state, path)
         return Checkpoint(
             config=payload["config"],
             state_dict=state,
@@ -224,7 +262,7 @@ def read_weights_file(path: str | os.PathLike, *, check_finite: bool = True) -> 
         payload = payload["state_dict"]  # a training-script checkpoint {"state_dict": ..., ...}
     if isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
         if check_finite:
-            _check_finite(payload, path)
+            refuse_non_finite(payload, path)
         return BareStateDict(dict(payload), path, sha)
     kind = type(payload).__name__
     keys = f" with keys {sorted(map(str, payload))[:5]}" if isinstance(payload, dict) else ""

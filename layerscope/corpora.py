@@ -4,7 +4,7 @@ Spec strings pick a reader from a small registry:
 
 =================  ==========================================================================
 ``flores:DIR``     one line-aligned file per language (``eng_Latn.devtest``, ``fr.txt`` …)
-``tatoeba:DIR``    LASER Tatoeba pairs ``tatoeba.xxx-eng.xxx`` / ``tatoeba.xxx-eng.eng``
+``tatoeba:DIR``    Tatoeba pairs: LASER ``tatoeba.xxx-eng.{xxx,eng}`` or Challenge ``eng-xxx.{xxx,eng}``
 ``pud:DIR``        UD CoNLL-U treebanks of the same sentences, aligned by ``# sent_id``
 ``tsv:FILE``       a TSV whose header names one language per column
 ``sample``         the small corpus embedded in layerscope (``data/sample/parallel.tsv``)
@@ -16,7 +16,6 @@ once per model. In Tatoeba each language comes with its own English side.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import logging
 import re
@@ -132,8 +131,17 @@ class ParallelCorpus:
 # --------------------------------------------------------------------------- file reading
 
 
-def read_lines(path: Path) -> list[str]:
-    """Lines of a UTF-8 text file (BOM tolerated, trailing newline dropped), long lines cut."""
+def cut_long(text: str, source: object, number: int) -> str:
+    """``text`` cut to MAX_CHARS characters, with a warning naming the file and line."""
+    if len(text) <= MAX_CHARS:
+        return text
+    log.warning("%s: line %d has a sentence of %d characters; cut to %d", source, number, len(text), MAX_CHARS)
+    return text[:MAX_CHARS]
+
+
+def read_lines(path: Path, *, cut: bool = True) -> list[str]:
+    """Lines of a UTF-8 text file (BOM tolerated, trailing newline dropped), long lines cut
+    (``cut=False`` for formats with several fields per line, which cut each field instead)."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -149,10 +157,7 @@ def read_lines(path: Path) -> list[str]:
     cleaned = []
     for number, line in enumerate(lines, start=1):
         line = line.rstrip("\r")
-        if len(line) > MAX_CHARS:
-            log.warning("%s: line %d has %d characters; cut to %d", path, number, len(line), MAX_CHARS)
-            line = line[:MAX_CHARS]
-        cleaned.append(line)
+        cleaned.append(cut_long(line, path, number) if cut else line)
     return cleaned
 
 
@@ -232,25 +237,41 @@ def read_flores(location: str, pivot: str) -> ParallelCorpus:
 
 
 _TATOEBA = re.compile(r"^tatoeba\.([a-z]{3})-([a-z]{3})\.([a-z]{3})$")
+_TATOEBA_CHALLENGE = re.compile(r"^([a-z]{3})-([a-z]{3})\.([a-z]{3})$")
+
+
+def _tatoeba_pairs(directory: Path, pivot3: str) -> list[tuple[str, Path, Path]]:
+    """(target code as written, target file, its pivot file) of both layouts: LASER's
+    ``tatoeba.xxx-eng.xxx`` / ``tatoeba.xxx-eng.eng`` and Tatoeba-Challenge's ``eng-xxx.xxx`` /
+    ``eng-xxx.eng``."""
+    found = []
+    for path in sorted(directory.iterdir()):
+        laser = _TATOEBA.match(path.name)
+        if laser and laser.group(2) == pivot3 and laser.group(3) == laser.group(1) != pivot3:
+            found.append((laser.group(1), path, path.with_name(f"tatoeba.{laser.group(1)}-{pivot3}.{pivot3}")))
+            continue
+        challenge = _TATOEBA_CHALLENGE.match(path.name)
+        if challenge and challenge.group(1) == pivot3 and challenge.group(3) == challenge.group(2) != pivot3:
+            code = challenge.group(2)
+            found.append((code, path, path.with_name(f"{pivot3}-{code}.{pivot3}")))
+    return found
 
 
 def read_tatoeba(location: str, pivot: str) -> ParallelCorpus:
-    """LASER Tatoeba: ``tatoeba.xxx-eng.xxx`` with its own English side ``tatoeba.xxx-eng.eng``."""
+    """Tatoeba pairs, each language with its own English side: LASER's test set
+    (``tatoeba.xxx-eng.xxx`` / ``tatoeba.xxx-eng.eng``) or Tatoeba-Challenge
+    (``eng-xxx.xxx`` / ``eng-xxx.eng``)."""
     directory = _require_dir(Path(location))
     pivot3 = languages.get(pivot).iso3
     pivot_sides: dict[str, list[str]] = {}
     targets: dict[str, list[str]] = {}
     seen: dict[str, Path] = {}
-    for path in sorted(directory.iterdir()):
-        match = _TATOEBA.match(path.name)
-        if not match or match.group(2) != pivot3 or match.group(3) != match.group(1):
-            continue
-        code = _language_of_file(match.group(1), path)
+    for written, path, pivot_path in _tatoeba_pairs(directory, pivot3):
+        code = _language_of_file(written, path)
         if code is None:
-            log.warning("%s: unknown language code %s skipped", path, match.group(1))
+            log.warning("%s: unknown language code %s skipped", path, written)
             continue
         _assign_unique(seen, code, path)
-        pivot_path = path.with_name(f"tatoeba.{match.group(1)}-{pivot3}.{pivot3}")
         if not pivot_path.exists():
             raise LayerscopeError(f"missing its {pivot} side {pivot_path.name}", source=path)
         target_lines, pivot_lines = read_lines(path), read_lines(pivot_path)
@@ -264,7 +285,7 @@ def read_tatoeba(location: str, pivot: str) -> ParallelCorpus:
         pivot_sides[code] = [s.strip() for s in pivot_lines]
         targets[code] = [s.strip() for s in target_lines]
     if not targets:
-        raise LayerscopeError(f"no tatoeba.xxx-{pivot3}.xxx files found", source=directory)
+        raise LayerscopeError(f"no tatoeba.xxx-{pivot3}.xxx or {pivot3}-xxx.xxx files found", source=directory)
     return ParallelCorpus(pivot, pivot_sides, targets, name=directory.name, spec=f"tatoeba:{location}")
 
 
@@ -309,10 +330,11 @@ def _conllu_texts(path: Path) -> dict[str, str]:
         if sent_id is not None:
             if sent_id in sentences:
                 raise LayerscopeError(f"sent_id {sent_id!r} appears twice", source=path)
-            sentences[sent_id] = text if text is not None else " ".join(forms)
+            sentence = text if text is not None else " ".join(forms)
+            sentences[sent_id] = cut_long(sentence, path, line_number - 1)
         sent_id, text, forms = None, None, []
 
-    lines = read_lines(path)
+    lines = read_lines(path, cut=False)
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             flush(number)
@@ -335,23 +357,28 @@ def _conllu_texts(path: Path) -> dict[str, str]:
 def read_tsv(location: str, pivot: str) -> ParallelCorpus:
     """A TSV with a header of language codes, one sentence per cell."""
     path = Path(location)
+    if path.is_dir():
+        raise LayerscopeError("is a directory; tsv: needs a file (flores:DIR reads one file per language)",
+                              source=path)
     if not path.is_file():
         raise LayerscopeError("no such file", source=path)
-    lines = read_lines(path)
+    lines = read_lines(path, cut=False)
     if not lines:
         raise LayerscopeError("empty file", source=path)
-    rows = list(csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE))
-    header = [cell.strip() for cell in rows[0]]
+    # Cells are split on tabs alone: no quoting, and a stray carriage return is part of a cell.
+    header = [cell.strip() for cell in lines[0].split("\t")]
     codes = [languages.normalize(cell, source=f"{path} header") for cell in header]
     duplicates = sorted({c for c in codes if codes.count(c) > 1})
     if duplicates:
         raise LayerscopeError(f"language column listed twice: {', '.join(duplicates)}", source=path)
     columns: dict[str, list[str]] = {code: [] for code in codes}
-    for number, row in enumerate(rows[1:], start=2):
+    for number, line in enumerate(lines[1:], start=2):
+        # A blank line is a row of empty sentences, dropped below with a warning like any other.
+        row = line.split("\t") if line.strip() else [""] * len(codes)
         if len(row) != len(codes):
             raise LayerscopeError(f"line {number} has {len(row)} columns, the header has {len(codes)}", source=path)
         for code, cell in zip(codes, row):
-            columns[code].append(cell)
+            columns[code].append(cut_long(cell, path, number))
     return _multiway(columns, {code: path for code in codes}, pivot, name=path.stem, spec=f"tsv:{location}")
 
 

@@ -19,7 +19,7 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-from .checkpoint import BareStateDict, Checkpoint, read_weights_file, state_dict_hash
+from .checkpoint import BareStateDict, Checkpoint, read_weights_file, refuse_non_finite, state_dict_hash
 from .errors import LayerscopeError
 
 log = logging.getLogger(__name__)
@@ -132,8 +132,8 @@ def group_parameters(model: nn.Module, block_paths: list[str]) -> dict[str, list
     return groups
 
 
-def find_blocks(model: nn.Module) -> list[str]:
-    """Module paths of the ordered transformer blocks of ``model``."""
+def find_blocks(model: nn.Module, *, source: object | None = None) -> list[str]:
+    """Module paths of the ordered transformer blocks of ``model`` (``source`` names it in errors)."""
     expected = None
     config = getattr(model, "config", None)
     for attr in ("num_hidden_layers", "n_layers", "n_layer", "num_layers"):
@@ -156,7 +156,7 @@ def find_blocks(model: nn.Module) -> list[str]:
             if len(kinds) == 1 and (best is None or len(module) > best[0]):
                 best = (len(module), name)
     if best is None:
-        raise LayerscopeError(f"cannot find the transformer blocks of {type(model).__name__}")
+        raise LayerscopeError(f"cannot find the transformer blocks of {type(model).__name__}", source=source)
     return [f"{best[1]}.{i}" for i in range(best[0])]
 
 
@@ -272,9 +272,17 @@ def _tokenizer_from_checkpoint(ckpt: Checkpoint, *, trust_remote_code: bool):
         except Exception as exc:  # tokenizers raises plain Exception subclasses
             raise LayerscopeError(f"the embedded tokenizer is unreadable ({exc})", source=ckpt.path) from None
         kwargs = {k: v for k, v in (ckpt.tokenizer_config or {}).items() if v is not None}
-        return PreTrainedTokenizerFast(tokenizer_object=backend, **kwargs)
+        try:
+            return PreTrainedTokenizerFast(tokenizer_object=backend, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - settings come from the file; any failure is bad input
+            raise LayerscopeError(f"the embedded tokenizer settings are invalid ({_short_error(exc)})",
+                                  source=ckpt.path) from None
     if ckpt.tokenizer_name:
-        return AutoTokenizer.from_pretrained(ckpt.tokenizer_name, trust_remote_code=trust_remote_code)
+        try:
+            return AutoTokenizer.from_pretrained(ckpt.tokenizer_name, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as exc:
+            raise LayerscopeError(f"cannot load the tokenizer {ckpt.tokenizer_name!r} the checkpoint names "
+                                  f"({_short_error(exc)})", source=ckpt.path) from None
     raise LayerscopeError("checkpoint has no tokenizer; pass --model <hub id or dir> for one", source=ckpt.path)
 
 
@@ -292,17 +300,36 @@ def tokenizer_payload(tokenizer) -> tuple[str | None, dict[str, Any]]:
     return backend.to_str(), config
 
 
+def _short_error(exc: BaseException, limit: int = 200) -> str:
+    """An exception as one short line: transformers' messages can list every model type."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _config_from_dict(config: dict[str, Any], source: object):
-    from transformers import AutoConfig
+    from transformers import AutoConfig, CONFIG_MAPPING
 
     config = dict(config)
     model_type = config.pop("model_type", None)
-    if not model_type:
+    if not model_type or not isinstance(model_type, str):
         raise LayerscopeError("checkpoint config has no model_type", source=source)
+    if model_type not in CONFIG_MAPPING:
+        raise LayerscopeError(f"unknown model_type {model_type!r} (not a transformers architecture)", source=source)
     try:
         return AutoConfig.for_model(model_type, **config)
-    except (ValueError, KeyError) as exc:
-        raise LayerscopeError(f"unknown model_type {model_type!r} ({exc})", source=source) from None
+    except Exception as exc:  # noqa: BLE001 - values come from the file; any failure is bad input
+        raise LayerscopeError(f"invalid {model_type} config ({_short_error(exc)})", source=source) from None
+
+
+def _model_from_config(config, source: object, *, trust_remote_code: bool) -> nn.Module:
+    """``AutoModel.from_config``, with a config that cannot build a model reported as bad input."""
+    from transformers import AutoModel
+
+    try:
+        return AutoModel.from_config(config, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # noqa: BLE001 - e.g. a width that the number of heads does not divide
+        raise LayerscopeError(f"the checkpoint's config cannot build a model ({_short_error(exc)})",
+                              source=source) from None
 
 
 def _strip_to_base(state: dict[str, torch.Tensor], base: nn.Module) -> dict[str, torch.Tensor]:
@@ -331,7 +358,7 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], source: object
     param_names = {name for name, _ in model.named_parameters()}
     # Parameters after the blocks (a pooler, say) never shape a hidden state layerscope reads:
     # weights saved from a model with a task head lack them, which is harmless.
-    after = set(group_parameters(model, find_blocks(model))["after"])
+    after = set(group_parameters(model, find_blocks(model, source=source))["after"])
     skipped = [k for k in missing if k in param_names and k in after]
     if skipped:
         log.info("%s: %d parameters after the blocks not in the weights, kept as initialised (%s)",
@@ -351,11 +378,20 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], source: object
             f"model expects {tuple(own[k].shape)}",
             source=source,
         )
+    # Integer weights for a float parameter would be cast silently and lose everything after the point.
+    kinds = [k for k in own if k in state and state[k].is_floating_point() != own[k].is_floating_point()]
+    if kinds:
+        k = kinds[0]
+        raise LayerscopeError(
+            f"weights do not match the architecture: {k} has dtype {state[k].dtype}, model expects {own[k].dtype}",
+            source=source,
+        )
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
 
 def _finish(model: nn.Module, tokenizer, *, name: str, source_hash: str, meta: dict, tokenizer_name: str | None,
             device: str | torch.device) -> Encoder:
+    block_paths = find_blocks(model, source=name)
     if getattr(tokenizer, "pad_token", None) is None:
         # Decoder-only tokenizers often lack a pad token; padding is masked out anyway.
         fallback = tokenizer.eos_token or tokenizer.unk_token
@@ -367,7 +403,7 @@ def _finish(model: nn.Module, tokenizer, *, name: str, source_hash: str, meta: d
     return Encoder(
         model=model,
         tokenizer=tokenizer,
-        block_paths=find_blocks(model),
+        block_paths=block_paths,
         name=name,
         source_hash=source_hash,
         checkpoint_meta=meta,
@@ -377,10 +413,8 @@ def _finish(model: nn.Module, tokenizer, *, name: str, source_hash: str, meta: d
 
 def encoder_from_checkpoint(ckpt: Checkpoint, *, device: str | torch.device = "cpu",
                             trust_remote_code: bool = False) -> Encoder:
-    from transformers import AutoModel
-
     config = _config_from_dict(ckpt.config, ckpt.path)
-    model = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
+    model = _model_from_config(config, ckpt.path, trust_remote_code=trust_remote_code)
     _load_state(model, ckpt.state_dict, ckpt.path)
     tokenizer = _tokenizer_from_checkpoint(ckpt, trust_remote_code=trust_remote_code)
     name = str(ckpt.path.name) if ckpt.path else ckpt.meta.get("name", ckpt.model_type)
@@ -389,18 +423,23 @@ def encoder_from_checkpoint(ckpt: Checkpoint, *, device: str | torch.device = "c
 
 
 def _from_pretrained(name_or_dir: str, *, trust_remote_code: bool):
+    from safetensors import SafetensorError
     from transformers import AutoModel, AutoTokenizer
 
     try:
         model = AutoModel.from_pretrained(name_or_dir, trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(name_or_dir, trust_remote_code=trust_remote_code)
-    except OSError as exc:
-        first = str(exc).splitlines()[0]
+    except (OSError, ValueError) as exc:  # ValueError: a directory without a usable config.json
+        first = _short_error(exc)
         raise LayerscopeError(
             f"cannot load as a Hugging Face model ({first}); without internet, give a local "
             "directory or a layerscope checkpoint",
             source=name_or_dir,
         ) from None
+    except SafetensorError as exc:
+        raise LayerscopeError(f"corrupt safetensors weights in the model ({_short_error(exc)})",
+                              source=name_or_dir) from None
+    refuse_non_finite(model.state_dict(), name_or_dir)
     return model, tokenizer
 
 

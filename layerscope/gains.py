@@ -35,7 +35,7 @@ import pandas as pd
 
 from . import languages
 from .errors import LayerscopeError
-from .tables import read_user_csv
+from .tables import numeric_column, read_user_csv
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +52,6 @@ _WIDE = re.compile(r"^(final_eval|eval)_([a-z]{2,3}(?:-[a-z]+)?|avg|same)_([a-z0
 
 def _canonical(code: str) -> str:
     return languages.normalize(code) if languages.is_known(code) else str(code).strip().lower()
-
-
-def _numeric(frame: pd.DataFrame, column: str, source: object) -> pd.Series:
-    values = pd.to_numeric(frame[column], errors="coerce")
-    bad = values.isna() & frame[column].notna() & (frame[column].astype(str).str.strip() != "")
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise LayerscopeError(
-            f"column {column!r} is not numeric: {frame[column].iloc[row]!r} in data row {row + 1}", source=source
-        )
-    return values.astype(float)
 
 
 def _require(frame: pd.DataFrame, columns: Iterable[str], source: object, layout: str) -> None:
@@ -112,7 +101,7 @@ def _from_wide(frame: pd.DataFrame, source: object, metric: str | None) -> tuple
         column = f"{prefix}_{lang}_{metric}"
         parts.append(pd.DataFrame({"model": model, "task": task, "method": frame["method"].astype(str),
                                    "seed": frame["seed"], "lang": _canonical(lang),
-                                   "score": _numeric(frame, column, source)}))
+                                   "score": numeric_column(frame, column, source)}))
     return pd.concat(parts, ignore_index=True), metric
 
 
@@ -121,7 +110,7 @@ def _from_tidy(frame: pd.DataFrame, source: object) -> pd.DataFrame:
     model, task = _labels(frame, source)
     return pd.DataFrame({"model": model, "task": task, "method": frame["method"].astype(str),
                          "seed": frame["seed"], "lang": [_canonical(c) for c in frame["lang"].astype(str)],
-                         "score": _numeric(frame, "score", source)})
+                         "score": numeric_column(frame, "score", source)})
 
 
 def read_results(path: str | Path | pd.DataFrame, *, metric: str | None = None,
@@ -138,6 +127,9 @@ def read_results(path: str | Path | pd.DataFrame, *, metric: str | None = None,
         source = Path(path)
         frame = read_user_csv(source, what="results file")
     frame = frame.rename(columns={c: str(c).strip() for c in frame.columns})
+    repeated = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
+    if repeated:
+        raise LayerscopeError(f"column {repeated[0]!r} appears more than once", source=source)
     if {"lang", "score"} <= set(frame.columns):
         chosen = metric or "score"
         if "metric" in frame.columns:
@@ -165,7 +157,7 @@ def read_results(path: str | Path | pd.DataFrame, *, metric: str | None = None,
     duplicated = tidy.duplicated(["model", "task", "method", "seed", "lang"])
     if duplicated.any():
         row = tidy[duplicated].iloc[0]
-        raise LayerscopeError(f"duplicate result for method {row['method']!r}, seed {row['seed']!r}, "
+        raise LayerscopeError(f"duplicate result for method {row['method']!r}, seed {row['seed']}, "
                               f"language {row['lang']!r}", source=source)
     tidy.attrs["source"] = str(source)
     return tidy
@@ -223,12 +215,14 @@ class GainsResult:
         return written
 
 
-def _select_methods(available: Sequence[str], baseline: str, methods: Sequence[str] | str | None) -> list[str]:
+def _select_methods(available: Sequence[str], baseline: str, methods: Sequence[str] | str | None,
+                    source: object | None = None) -> list[str]:
+    """The methods to compare with ``baseline`` (names or shell patterns); errors name ``source``."""
     if baseline not in available:
         near = difflib.get_close_matches(baseline, available, n=1)
         hint = f"; did you mean {near[0]!r}?" if near else ""
         raise LayerscopeError(f"baseline method {baseline!r} not in the results: methods are "
-                              f"{', '.join(available)}{hint}")
+                              f"{', '.join(available)}{hint}", source=source)
     if methods is None:
         return [m for m in available if m != baseline]
     patterns = [p.strip() for p in (methods.split(",") if isinstance(methods, str) else methods) if p.strip()]
@@ -239,10 +233,11 @@ def _select_methods(available: Sequence[str], baseline: str, methods: Sequence[s
         if not matches:
             near = difflib.get_close_matches(pattern, available, n=1, cutoff=0.5)
             hint = f"; did you mean {near[0]!r}?" if near else ""
-            raise LayerscopeError(f"method {pattern!r} not in the results: methods are {', '.join(available)}{hint}")
+            raise LayerscopeError(f"method {pattern!r} not in the results: methods are {', '.join(available)}{hint}",
+                                  source=source)
         chosen += [m for m in matches if m not in chosen and m != baseline]
     if not chosen:
-        raise LayerscopeError("no method to compare with the baseline")
+        raise LayerscopeError(f"no method to compare with the baseline {baseline!r}", source=source)
     return chosen
 
 
@@ -285,17 +280,22 @@ def compute_gains(
     frames = [read_results(item, metric=metric) for item in items]
     tidy = pd.concat(frames, ignore_index=True)
     metrics_used = sorted({f.attrs.get("metric", "score") for f in frames})
+    sources = ", ".join(str(f.attrs.get("source", "results table")) for f in frames)
+    notes: list[str] = []
+    missing = int(tidy["score"].isna().sum())
+    if missing:
+        notes.append(f"{missing} empty score(s) (blank, NA or nan cells) left out")
+        log.info("%s: %d empty score(s) left out", sources, missing)
     tidy = tidy.dropna(subset=["score"])
     if tidy.empty:
-        raise LayerscopeError("the results hold no scores")
+        raise LayerscopeError("the results hold no scores", source=sources)
     if scale == "auto":
         factor = 100.0 if tidy["score"].between(0.0, 1.0).all() else 1.0
     else:
         factor = float(scale)
     tidy = tidy.assign(score=tidy["score"] * factor)
     unit = "points (×100)" if factor == 100.0 else ("score" if factor == 1.0 else f"score × {factor:g}")
-    chosen = _select_methods(list(dict.fromkeys(tidy["method"])), baseline, methods)
-    notes: list[str] = []
+    chosen = _select_methods(list(dict.fromkeys(tidy["method"])), baseline, methods, source=sources)
 
     def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
         grouped = frame.groupby(KEYS + ["lang"], sort=False)["score"]

@@ -36,6 +36,7 @@ import pandas as pd
 
 from . import typology
 from .errors import LayerscopeError
+from .tables import numeric_column
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,8 @@ def parse_target(spec: str) -> Target:
     raise LayerscopeError(f"target {spec!r}: LAYER must be an integer, 'last' or 'mean'")
 
 
-def gains_from_metrics(metrics: pd.DataFrame, *, pivot: str, target: str | Target = "retrieval@last") -> pd.DataFrame:
+def gains_from_metrics(metrics: pd.DataFrame, *, pivot: str, target: str | Target = "retrieval@last",
+                       source: object | None = None) -> pd.DataFrame:
     """Per-language gain of a compare run: realigned − base of ``target`` (METRIC@LAYER).
 
     Returns columns ``lang, gain, baseline`` (baseline = the base model's value), one row per
@@ -86,18 +88,21 @@ def gains_from_metrics(metrics: pd.DataFrame, *, pivot: str, target: str | Targe
     target = parse_target(target) if isinstance(target, str) else target
     for column in ("model", "metric", "layer", "lang", "value"):
         if column not in metrics.columns:
-            raise LayerscopeError(f"metrics table lacks column {column!r}")
+            raise LayerscopeError(f"metrics table lacks column {column!r}", source=source)
     rows = metrics[metrics["metric"] == target.metric]
-    known = sorted(set(metrics.loc[metrics["model"].isin(["base", "realigned", "delta"]), "metric"]))
+    known = sorted({str(m) for m in metrics.loc[metrics["model"].isin(["base", "realigned", "delta"]), "metric"]})
     if rows.empty:
         import difflib
 
         near = difflib.get_close_matches(target.metric, known, n=1)
         hint = f"; did you mean {near[0]}?" if near else ""
-        raise LayerscopeError(f"metric {target.metric!r} not in the run: metrics are {', '.join(known)}{hint}")
+        raise LayerscopeError(f"metric {target.metric!r} not in the run: metrics are {', '.join(known) or 'none'}{hint}",
+                              source=source)
     pivot_label = typology._safe_label(pivot)
     rows = rows[rows["lang"].astype(str).map(typology._safe_label) != pivot_label]
     wide = rows.pivot_table(index=["lang", "layer"], columns="model", values="value", aggfunc="first")
+    if wide.empty:
+        raise LayerscopeError(f"no values for metric {target.metric!r} in the run", source=source)
     layers = sorted(int(x) for x in wide.index.get_level_values("layer").unique())
     if target.layer == "last":
         wide = wide.xs(layers[-1], level="layer")
@@ -105,7 +110,8 @@ def gains_from_metrics(metrics: pd.DataFrame, *, pivot: str, target: str | Targe
         wide = wide.groupby(level="lang").mean()
     else:
         if target.layer not in layers:
-            raise LayerscopeError(f"layer {target.layer} not in the run: layers are {layers[0]}..{layers[-1]}")
+            raise LayerscopeError(f"layer {target.layer} not in the run: layers are {layers[0]}..{layers[-1]}",
+                                  source=source)
         wide = wide.xs(target.layer, level="layer")
     if {"base", "realigned"} <= set(wide.columns):
         gain = wide["realigned"] - wide["base"]
@@ -113,7 +119,7 @@ def gains_from_metrics(metrics: pd.DataFrame, *, pivot: str, target: str | Targe
     elif "delta" in wide.columns:
         gain, baseline = wide["delta"], pd.Series(np.nan, index=wide.index)
     else:
-        raise LayerscopeError(f"no base/realigned or delta rows for metric {target.metric!r}")
+        raise LayerscopeError(f"no base/realigned or delta rows for metric {target.metric!r}", source=source)
     out = pd.DataFrame({"lang": [str(x) for x in wide.index], "gain": gain.to_numpy(float),
                         "baseline": baseline.to_numpy(float)})
     out = out.dropna(subset=["gain"]).reset_index(drop=True)
@@ -121,28 +127,48 @@ def gains_from_metrics(metrics: pd.DataFrame, *, pivot: str, target: str | Targe
     return out
 
 
-def gains_from_table(table: pd.DataFrame, *, methods: Sequence[str] | None = None) -> pd.DataFrame:
+METRICS_COLUMNS = ("model", "metric", "layer", "lang", "value")
+
+
+def check_metrics_table(frame: pd.DataFrame, source: object) -> pd.DataFrame:
+    """A compare run's tidy metrics table, checked: its columns, integer layers and numeric,
+    finite values (empty values are allowed and dropped later). Errors name ``source``."""
+    missing = [column for column in METRICS_COLUMNS if column not in frame.columns]
+    if missing:
+        raise LayerscopeError(f"not a compare metrics table: no column(s) {', '.join(missing)} "
+                              f"(expected {', '.join(METRICS_COLUMNS)})", source=source)
+    layers = numeric_column(frame, "layer", source)
+    if layers.isna().any() or (layers != layers.round()).any():
+        row = int(np.flatnonzero((layers.isna() | (layers != layers.round())).to_numpy())[0])
+        raise LayerscopeError(f"column 'layer' needs whole numbers: {frame['layer'].iloc[row]!r} in data row "
+                              f"{row + 1}", source=source)
+    return frame.assign(layer=layers.astype(int), value=numeric_column(frame, "value", source))
+
+
+def gains_from_table(table: pd.DataFrame, *, methods: Sequence[str] | None = None,
+                     source: object | None = None) -> pd.DataFrame:
     """Rows of a gains table (:func:`layerscope.gains.compute_gains` ``.table`` or gains.csv).
 
     Returns ``lang, model, task, method, gain, baseline`` with gain = method − baseline mean.
+    A non-numeric gain or baseline is an error naming ``source``, never silently dropped.
     """
     for column in ("lang", "method", "delta", "baseline_mean"):
         if column not in table.columns:
-            raise LayerscopeError(f"gains table lacks column {column!r}")
+            raise LayerscopeError(f"gains table lacks column {column!r}", source=source)
     if methods is not None:
         wanted = set(methods)
         missing = sorted(wanted - set(table["method"]))
         if missing:
             raise LayerscopeError(f"method(s) {', '.join(missing)} not in the gains table: methods are "
-                                  f"{', '.join(dict.fromkeys(table['method']))}")
+                                  f"{', '.join(dict.fromkeys(table['method'].astype(str)))}", source=source)
         table = table[table["method"].isin(wanted)]
     out = pd.DataFrame({
         "lang": table["lang"].astype(str).to_numpy(),
         "model": (table["model"] if "model" in table else pd.Series("", index=table.index)).astype(str).to_numpy(),
         "task": (table["task"] if "task" in table else pd.Series("", index=table.index)).fillna("").astype(str).to_numpy(),
         "method": table["method"].astype(str).to_numpy(),
-        "gain": pd.to_numeric(table["delta"], errors="coerce").to_numpy(float),
-        "baseline": pd.to_numeric(table["baseline_mean"], errors="coerce").to_numpy(float),
+        "gain": numeric_column(table, "delta", source).to_numpy(float),
+        "baseline": numeric_column(table, "baseline_mean", source).to_numpy(float),
     })
     return out.dropna(subset=["gain"]).reset_index(drop=True)
 
@@ -709,28 +735,26 @@ def regress(
     run_parts, task_inputs, gain_parts, pivots, gain_texts = [], [], [], [], []
     for item in items:
         if isinstance(item, pd.DataFrame):
-            frame, name = item, "table"
+            frame, name, where = item, "table", None
         else:
             path = Path(item)
             if path.is_dir():
                 metrics_file = path / "metrics.csv"
                 if not metrics_file.is_file():
                     raise LayerscopeError("not a compare run directory (no metrics.csv)", source=path)
-                frame, name = _read_csv(metrics_file), path.name
-                run_file = path / "run.json"
-                if run_file.is_file():
-                    try:
-                        pivots.append(json.loads(run_file.read_text(encoding="utf-8")).get("pivot"))
-                    except json.JSONDecodeError as exc:
-                        raise LayerscopeError(f"unreadable run.json: {exc}", source=run_file) from None
+                frame, name, where = check_metrics_table(_read_csv(metrics_file), metrics_file), path.name, metrics_file
+                pivots.append(_run_pivot(path / "run.json"))
             elif path.is_file():
-                frame, name = _read_csv(path), path.stem
+                frame, name, where = _read_csv(path), path.stem, path
+                if _is_metrics(frame):
+                    frame = check_metrics_table(frame, path)
             else:
                 raise LayerscopeError("no such file or directory", source=path)
         if _is_metrics(frame):
-            run_parts.append((name, frame))
+            run_parts.append((name, frame, where))
         elif _is_gains(frame):
-            gain_parts.append(gains_from_table(frame, methods=_method_list(methods)))
+            gain_parts.append(gains_from_table(frame, methods=_method_list(methods),
+                                               source=item if not isinstance(item, pd.DataFrame) else None))
             gain_texts.append(_gains_description(item))
         else:
             task_inputs.append(item)
@@ -744,8 +768,8 @@ def regress(
     if run_parts:
         target = target or "retrieval@last"
         parts = []
-        for name, frame in run_parts:
-            part = gains_from_metrics(frame, pivot=pivot, target=target)
+        for name, frame, where in run_parts:
+            part = gains_from_metrics(frame, pivot=pivot, target=target, source=where)
             text = part.attrs["target"]
             if len(run_parts) > 1:
                 part = part.assign(model=name)
@@ -769,6 +793,19 @@ def regress(
     return _fit_table(data, target_text=text, pivot=pivot, features=features, formula=formula, source=source,
                       feature_table=feature_table, covariates=covariates, seed=seed,
                       n_permutations=n_permutations, n_bootstrap=n_bootstrap)
+
+
+def _run_pivot(run_file: Path) -> str | None:
+    """The pivot a compare run recorded in its run.json (None without one)."""
+    if not run_file.is_file():
+        return None
+    from .tables import read_json_object
+
+    run = read_json_object(run_file)
+    pivot = run.get("pivot")
+    if pivot is not None and not isinstance(pivot, str):
+        raise LayerscopeError(f"run.json has a pivot that is not a language code: {pivot!r}", source=run_file)
+    return pivot
 
 
 def _gains_description(item: Any) -> str:

@@ -178,10 +178,9 @@ def build_report(run_dir: str | Path, *, name: str | None = None) -> str:
             return _regression_report(run_dir, name)
         raise LayerscopeError("not a layerscope run directory (no run.json, gains.json or coefficients.csv)",
                               source=run_dir)
-    try:
-        run = json.loads(run_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise LayerscopeError(f"unreadable run.json ({exc})", source=run_path) from None
+    from .tables import read_json_object
+
+    run = read_json_object(run_path)
     job = run.get("job", "run")
     parts = [f"<h1>layerscope {html.escape(job)}: {html.escape(name)}</h1>"]
     parts.append(f'<p class="meta">pivot {html.escape(str(run.get("pivot", "")))} · '

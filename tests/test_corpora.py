@@ -103,6 +103,30 @@ def test_tatoeba_pairs(tmp_path):
     assert corpus.targets["de"][0] == columns["de"][-1]
 
 
+def test_tatoeba_challenge_layout(tmp_path):
+    """Tatoeba-Challenge names its files eng-xxx.eng / eng-xxx.xxx (pivot first)."""
+    columns = synthetic_parallel(6)
+    (tmp_path / "eng-fra.fra").write_text("\n".join(columns["fr"]) + "\n", encoding="utf-8")
+    (tmp_path / "eng-fra.eng").write_text("\n".join(columns["en"]) + "\n", encoding="utf-8")
+    (tmp_path / "eng-deu.deu").write_text("\n".join(columns["de"][:5]) + "\n", encoding="utf-8")
+    with pytest.raises(LayerscopeError, match="missing its en side eng-deu.eng"):
+        read_corpus(f"tatoeba:{tmp_path}")
+    (tmp_path / "eng-deu.eng").write_text("\n".join(columns["en"][:5]) + "\n", encoding="utf-8")
+    corpus = read_corpus(f"tatoeba:{tmp_path}")
+    assert set(corpus.languages) == {"fr", "de"}
+    assert corpus.targets["fr"] == columns["fr"] and corpus.pivot_sentences["de"] == columns["en"][:5]
+
+
+def test_real_tatoeba_challenge_reads(shared_data):
+    directory = shared_data / "tatoeba_challenge"
+    if not directory.is_dir():
+        pytest.skip("no tatoeba_challenge in the shared data")
+    corpus = read_corpus(f"tatoeba:{directory}", languages_=["fr", "ja"], limit=50)
+    assert set(corpus.languages) == {"fr", "ja"}
+    for lang in corpus.languages:
+        assert len(corpus.targets[lang]) == len(corpus.pivot_sentences[lang]) == 50
+
+
 def test_pud_aligned_by_sent_id_not_position(tmp_path):
     def conllu(sentences, order):
         blocks = []

@@ -41,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import LayerscopeError
     from .. import outputs, typology
 
+    if not 0 <= args.digits <= 12:
+        raise LayerscopeError(f"--digits must be between 0 and 12, not {args.digits}")
     kinds = typology.check_kinds(args.kinds)
     if args.feature_table and "custom" not in kinds:
         kinds = (*kinds, "custom")

@@ -24,7 +24,7 @@ from ..corpora import ParallelCorpus
 from ..distributed import SINGLE, Workers, workers
 from ..encoder import Encoder, FreezePolicy, apply_freeze, checkpoint_from_encoder, parse_freeze_policy, unfreeze_all
 from ..errors import LayerscopeError
-from ..outputs import atomic_write
+from ..outputs import atomic_write, check_writable_location
 from ..provenance import versions
 from .data import RealignmentData, extract_pairs
 from .loss import PROJECTION_SIZE, TEMPERATURE
@@ -168,14 +168,16 @@ def partial_path(output: str | os.PathLike) -> Path:
 
 
 def _check_writable(output: Path) -> None:
-    parent = output.parent
     if output.is_dir():
         raise LayerscopeError("is a directory; give a checkpoint file name like realigned.pt", source=output)
-    existing = parent
-    while not existing.exists():
-        existing = existing.parent
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise LayerscopeError("directory is not writable", source=existing)
+    check_writable_location(output)
+
+
+def _remove_stale_temporaries(partial: Path) -> None:
+    """Temporary files of a partial state whose writing was killed (atomic writes leave the
+    destination whole, but the half-written temporary stays behind)."""
+    for stale in partial.parent.glob(f".{partial.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 def _save_partial(path: Path, encoder: Encoder, realigner: Realigner, meta: dict, fingerprint: dict,
@@ -355,6 +357,8 @@ def realign(
                           batch_size=batch_size, seed=seed, accumulation=accumulation, workers=team)
     partial = partial_path(output_path) if output_path is not None else None
     if resume and partial is not None:
+        if team.is_main:
+            _remove_stale_temporaries(partial)
         if partial.exists():
             payload = _load_partial(partial, fingerprint)
             trainer_state = payload["resume"]["trainer"]

@@ -142,12 +142,9 @@ def check_outputs(paths: dict[str, Path], force: bool) -> None:
             raise LayerscopeError("is a directory", source=path)
         if path.exists() and not force:
             raise LayerscopeError("exists; pass --force to replace it", source=path)
-    parent = paths["wide"].parent
-    existing = parent
-    while not existing.exists():
-        existing = existing.parent
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise LayerscopeError("directory is not writable", source=existing)
+    from ..outputs import check_writable_location
+
+    check_writable_location(paths["wide"])
 
 
 
@@ -173,9 +170,15 @@ def tables(rows: list[dict[str, Any]], task: Task) -> tuple[pd.DataFrame, pd.Dat
 
 
 def write(result: FinetuneResult, paths: dict[str, Path]) -> None:
-    from ..outputs import atomic_write, atomic_write_json
+    """Write the three files together: a failure leaves none of them (never a partial set)."""
+    import json
 
-    atomic_write(paths["wide"], lambda tmp: result.wide.to_csv(tmp, index=False))
-    atomic_write(paths["tidy"], lambda tmp: result.tidy.to_csv(tmp, index=False))
-    atomic_write_json(paths["run"], result.run)
+    from ..outputs import atomic_write_all
+
+    run_text = json.dumps(result.run, indent=2, sort_keys=False, default=str) + "\n"
+    atomic_write_all({
+        paths["wide"]: lambda tmp: result.wide.to_csv(tmp, index=False),
+        paths["tidy"]: lambda tmp: result.tidy.to_csv(tmp, index=False),
+        paths["run"]: lambda tmp: tmp.write_text(run_text, encoding="utf-8"),
+    })
 
