@@ -399,6 +399,31 @@ def test_minibatch_cka_single_batch_equals_debiased_cka():
     np.testing.assert_allclose(result.numpy(), cka_matrix(a, b).numpy(), atol=TOL)
 
 
+def test_minibatch_cka_with_far_more_features_than_rows():
+    """Token-level features (d ≫ m) with a large common offset: centring the Grams must match
+    centring the features first (HSIC_u is translation-invariant, so the float64 reference on
+    explicit Grams of centred features is the exact value up to rounding). Without any
+    centring, the offset alone costs about 1e-5 here."""
+    rng = np.random.default_rng(7)
+    a = rng.normal(size=(2, 12, 3000)) + 50.0
+    b = a[::-1] @ rng.normal(size=(3000, 2500)) / 50 + rng.normal(size=(2, 12, 2500)) - 20.0
+    result = MinibatchCKA(2, 2).update(a, b).compute().numpy()
+    centred = np.array([[ref_debiased_cka(a[i] - a[i].mean(0), b[j] - b[j].mean(0)) for j in range(2)]
+                        for i in range(2)])
+    np.testing.assert_allclose(result, centred, atol=1e-12)
+    uncentred = np.array([[ref_debiased_cka(a[i], b[j]) for j in range(2)] for i in range(2)])
+    assert np.abs(uncentred - centred).max() > 1e-7
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_minibatch_cka_refuses_non_finite_batches(bad):
+    a, b = minibatches(3, sizes=(8,))[0]
+    b = b.copy()
+    b[2, 5, 7] = bad
+    with pytest.raises(LayerscopeError, match=r"b_batch contains NaN or Inf \(shape \(3, 8, 15\)\)"):
+        MinibatchCKA(2, 3).update(a, b)
+
+
 def test_minibatch_cka_errors_and_reset():
     cka = MinibatchCKA(2, 3)
     with pytest.raises(LayerscopeError, match="before any update"):
