@@ -19,6 +19,7 @@ the corpus), two copies (the second with perturbed upper blocks). Corpus: FLORES
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -98,6 +99,7 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=12)
     parser.add_argument("--max-tokens", type=int, default=8192)
     parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--json", type=Path, help="also write the key figures here (for run_all.py)")
     args = parser.parse_args()
 
     from layerscope import progress
@@ -136,6 +138,10 @@ def main() -> None:
     print(f"| compare again, activations from the cache | {timings['compare, warm cache']:.1f} | "
           f"{timings['compare'] / timings['compare, warm cache']:.1f}× faster | ≥ 5× |")
     print(f"\nsentences encoded per model: {n_sent}")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "floor_ratio": timings["compare"] / floor, "cache_speedup": timings["compare"] / timings["compare, warm cache"],
+            "size": f"{args.sentences} sentences × {args.langs} languages, {args.layers}×{args.width}"}))
     for label, stage in stages.items():
         print(f"stages of '{label}' (s): {stage}")
 

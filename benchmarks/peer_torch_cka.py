@@ -61,6 +61,7 @@ Run it on one core as ``OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/peer_to
 from __future__ import annotations
 
 import argparse
+import json
 import copy
 import math
 import sys
@@ -296,6 +297,7 @@ def main() -> None:
                         help="run torch-cka's compare with autograd on, as its README does (default: no_grad)")
     parser.add_argument("--show-pitfall", action="store_true",
                         help="also show CKA(model, model) comparing the second loader with itself")
+    parser.add_argument("--json", type=Path, help="also write the key figures here (for run_all.py)")
     args = parser.parse_args()
 
     import torch_cka
@@ -387,6 +389,13 @@ def main() -> None:
     print(f"torch-cka replayed on the saved features reproduces its timed run exactly: {replay_same}")
     print(f"not the same quantity (for scale): max |layerscope pooled debiased CKA − torch-cka padded-token CKA| "
           f"on the diagonals = {different_things:.3f}")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "whole_job_speedup": tc_seconds[1] / ls_seconds[1],
+            "metric_same_features_speedup": replay_seconds[1] / mb_seconds[1],
+            "metric_own_speedup": replay_seconds[1] / ls_metric_seconds[1],
+            "agreement_float64": diff_ref64, "agreement_shipped": diff_shipped,
+            "size": f"{args.sentences} sentences × {len(langs)} pairs"}))
     if pitfall is not None:
         print(f"pitfall: CKA(model, model).compare(loader_en, loader_x) gives max |diag − 1| = {pitfall:.1e} "
               "(it compares loader_x with itself)")
