@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+
+from handmade_pos import write_pos_fixtures
 
 # Tests never download: fail fast instead of retrying a hub that cannot be reached.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _task_fixtures() -> Path:
+    """The committed task fixtures (tests/fixtures/tasks) and the PoS files built by
+    ``handmade_pos``, together in one temporary directory that lives as long as the session."""
+    root = Path(tempfile.mkdtemp(prefix="layerscope-fixtures-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    shutil.copytree(REPO_ROOT / "tests" / "fixtures" / "tasks", root, dirs_exist_ok=True)
+    write_pos_fixtures(root / "pos")
+    return root
+
+
+TASK_FIXTURES = _task_fixtures()
 
 
 def shared_data_dir() -> Path | None:

@@ -40,11 +40,11 @@ from hypothesis import strategies as st
 from layerscope.cli import main
 from layerscope.errors import LayerscopeError
 
-from conftest import REPO_ROOT, make_encoder, synthetic_parallel, write_tsv
+from conftest import TASK_FIXTURES, REPO_ROOT, make_encoder, synthetic_parallel, write_tsv
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TASKS = Path(__file__).parent / "fixtures" / "tasks"
+TASKS = TASK_FIXTURES  # the committed fixtures and the PoS files built at test time
 GAINS = Path(__file__).parent / "fixtures" / "gains"
 POS_TRAIN = TASKS / "pos" / "en_handmade-train.conllu"
 POS_EVAL = TASKS / "pos" / "fr_handmade-test.conllu"

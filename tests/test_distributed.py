@@ -21,8 +21,10 @@ import torch
 from layerscope.distributed import SINGLE, Workers
 from layerscope.realign.data import RoundRobinSampler
 
+from conftest import TASK_FIXTURES
+
 REPO = Path(__file__).resolve().parent.parent
-FIXTURES = Path(__file__).parent / "fixtures" / "tasks"
+FIXTURES = TASK_FIXTURES  # the committed fixtures and the PoS files built at test time
 PARALLEL = f"tsv:{FIXTURES / 'realign' / 'parallel.tsv'}"
 PAIRS = f"dict:{FIXTURES / 'realign' / 'dict'}"
 POS_TRAIN = FIXTURES / "pos" / "en_handmade-train.conllu"

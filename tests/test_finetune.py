@@ -18,8 +18,10 @@ from layerscope import cli
 from layerscope.errors import LayerscopeError
 from layerscope.tasks import finetune, method_name
 
+from conftest import TASK_FIXTURES
+
 REPO = Path(__file__).resolve().parent.parent
-FIXTURES = Path(__file__).parent / "fixtures" / "tasks"
+FIXTURES = TASK_FIXTURES  # the committed fixtures and the PoS files built at test time
 POS_TRAIN = FIXTURES / "pos" / "en_handmade-train.conllu"
 POS_EVAL = f"{FIXTURES / 'pos' / 'fr_handmade-test.conllu'},{FIXTURES / 'pos' / 'de_handmade-test.conllu'}"
 PARALLEL = f"tsv:{FIXTURES / 'realign' / 'parallel.tsv'}"

@@ -14,8 +14,10 @@ from layerscope import cli, sweep as sweep_module
 from layerscope.errors import LayerscopeError
 from layerscope.sweep import expand, is_done, load_config, method_label, runner
 
+from conftest import TASK_FIXTURES
+
 REPO = Path(__file__).resolve().parent.parent
-FIXTURES = Path(__file__).parent / "fixtures" / "tasks"
+FIXTURES = TASK_FIXTURES  # the committed fixtures and the PoS files built at test time
 
 GRID = """
 [sweep]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import types
-from pathlib import Path
 
 import pytest
 
@@ -13,7 +12,9 @@ from layerscope.tasks import data, get_task, load_task_data
 from layerscope.tasks.features import IGNORE, encode_pairs, encode_spans, encode_tagging
 from layerscope.tasks.hub import parse_hf_spec
 
-FIXTURES = Path(__file__).parent / "fixtures" / "tasks"
+from conftest import TASK_FIXTURES
+
+FIXTURES = TASK_FIXTURES  # the committed fixtures and the PoS files built at test time
 
 # A hand-made WordPiece vocabulary, so that every sub-token split below is known exactly.
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sleep", "##s", "run", "##ning", ".", "a",
