@@ -23,3 +23,28 @@ def require_data_dir(*required: str) -> Path:
         needed = f" with {', '.join(required)}" if required else ""
         sys.exit(f"no data directory{needed}: set LAYERSCOPE_TEST_DATA or put ../shared/data beside the repo")
     return path
+
+
+# FLORES-200 languages the speed benchmarks take, in order (``--langs K`` takes the first K).
+FLORES_LANGS = ["fr", "de", "es", "ru", "fi", "tr", "ar", "hi", "zh", "ja", "ko", "vi"]
+
+
+def add_size_options(parser, *, sentences: int, langs: int, model: bool = True) -> None:
+    """``--sentences`` and ``--langs`` (FLORES sentences per language, target languages) and, with
+    ``model``, the shape of the random-weight model: ``--layers``, ``--width``, ``--heads``
+    (default BERT-base: 12 × 768, 12 heads)."""
+    parser.add_argument("--sentences", type=int, default=sentences)
+    parser.add_argument("--langs", type=int, default=langs)
+    if model:
+        parser.add_argument("--layers", type=int, default=12)
+        parser.add_argument("--width", type=int, default=768)
+        parser.add_argument("--heads", type=int, default=12)
+
+
+def read_flores(sentences: int, langs: int):
+    """English and the first ``langs`` of :data:`FLORES_LANGS`, ``sentences`` each, from FLORES-200 devtest."""
+    sys.path.insert(0, str(ROOT))
+    from layerscope.corpora import read_corpus
+
+    flores = require_data_dir("flores200/devtest") / "flores200" / "devtest"
+    return read_corpus(f"flores:{flores}", languages_=FLORES_LANGS[:langs], limit=sentences)

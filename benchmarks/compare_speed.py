@@ -25,13 +25,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from _data import require_data_dir  # noqa: E402
+from _data import add_size_options, read_flores  # noqa: E402
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-LANGS = ["fr", "de", "es", "ru", "fi", "tr", "ar", "hi", "zh", "ja", "ko", "vi"]
 
 
 def build_checkpoints(corpus, directory: Path, *, layers: int, width: int, heads: int) -> tuple[Path, Path]:
@@ -92,11 +91,7 @@ def bare_forward_seconds(checkpoints, corpus, *, max_tokens: int, max_length: in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sentences", type=int, default=1000)
-    parser.add_argument("--langs", type=int, default=10)
-    parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--width", type=int, default=768)
-    parser.add_argument("--heads", type=int, default=12)
+    add_size_options(parser, sentences=1000, langs=10)
     parser.add_argument("--max-tokens", type=int, default=8192)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--json", type=Path, help="also write the key figures here (for run_all.py)")
@@ -104,12 +99,9 @@ def main() -> None:
 
     from layerscope import progress
     from layerscope.compare import compare
-    from layerscope.corpora import read_corpus
 
     progress.set_enabled(False)
-    flores = require_data_dir("flores200/devtest") / "flores200" / "devtest"
-    corpus = read_corpus(f"flores:{flores}", languages_=LANGS[: args.langs],
-                         limit=args.sentences)
+    corpus = read_flores(args.sentences, args.langs)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         checkpoints = build_checkpoints(corpus, tmp, layers=args.layers, width=args.width, heads=args.heads)

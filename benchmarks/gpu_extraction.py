@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from _data import require_data_dir  # noqa: E402
-from compare_speed import LANGS, build_checkpoints  # noqa: E402
+from _data import add_size_options, read_flores  # noqa: E402
+from compare_speed import build_checkpoints  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -57,22 +57,19 @@ def model_flops(encoder, token_counts: list[int]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_size_options(parser, sentences=1000, langs=4, model=False)
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--sentences", type=int, default=1000)
-    parser.add_argument("--langs", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=16384)
     parser.add_argument("--matmul-size", type=int, default=8192)
     args = parser.parse_args()
     from layerscope import progress
     from layerscope.activations import extract, tokenize
-    from layerscope.corpora import read_corpus
     from layerscope.encoder import load_encoder
 
     torch.backends.cuda.matmul.allow_tf32 = False
     progress.set_enabled(False)
     device = torch.device(args.device)
-    flores = require_data_dir("flores200/devtest") / "flores200" / "devtest"
-    corpus = read_corpus(f"flores:{flores}", languages_=LANGS[: args.langs], limit=args.sentences)
+    corpus = read_flores(args.sentences, args.langs)
     sentences = list(next(iter(corpus.pivot_sentences.values())))
     for side in corpus.targets.values():
         sentences += side

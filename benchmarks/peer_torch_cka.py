@@ -74,8 +74,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from _data import require_data_dir  # noqa: E402
-from compare_speed import LANGS, build_checkpoints  # noqa: E402
+from _data import add_size_options, read_flores  # noqa: E402
+from compare_speed import build_checkpoints  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -283,11 +283,7 @@ def warm_up(model, tokenizer, sentences) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sentences", type=int, default=200)
-    parser.add_argument("--langs", type=int, default=3)
-    parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--width", type=int, default=768)
-    parser.add_argument("--heads", type=int, default=12)
+    add_size_options(parser, sentences=200, langs=3)
     parser.add_argument("--batch-size", type=int, default=32, help="torch-cka minibatch size (default 32)")
     parser.add_argument("--pad-length", type=int, default=128,
                         help="torch-cka's fixed padded length; also layerscope's truncation length (default 128)")
@@ -303,12 +299,10 @@ def main() -> None:
     import torch_cka
 
     from layerscope import progress
-    from layerscope.corpora import read_corpus
     from layerscope.encoder import load_encoder
 
     progress.set_enabled(False)
-    flores = require_data_dir("flores200/devtest") / "flores200" / "devtest"
-    corpus = read_corpus(f"flores:{flores}", languages_=LANGS[: args.langs], limit=args.sentences)
+    corpus = read_flores(args.sentences, args.langs)
     pivot = next(iter(corpus.pivot_sentences.values()))
     langs = corpus.languages
 

@@ -13,8 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _data import require_data_dir  # noqa: E402
-from compare_speed import LANGS, build_checkpoints  # noqa: E402
+from _data import add_size_options, read_flores  # noqa: E402
+from compare_speed import build_checkpoints  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -22,24 +22,19 @@ sys.path.insert(0, str(ROOT))
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sentences", type=int, default=100)
-    parser.add_argument("--langs", type=int, default=3)
-    parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--width", type=int, default=768)
+    add_size_options(parser, sentences=100, langs=3)
     parser.add_argument("--html", type=Path, help="also write the interactive profile here")
     args = parser.parse_args()
     from pyinstrument import Profiler
 
     from layerscope import progress
     from layerscope.compare import compare
-    from layerscope.corpora import read_corpus
 
     progress.set_enabled(False)
-    flores = require_data_dir("flores200/devtest") / "flores200" / "devtest"
-    corpus = read_corpus(f"flores:{flores}", languages_=LANGS[: args.langs], limit=args.sentences)
+    corpus = read_flores(args.sentences, args.langs)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        checkpoints = build_checkpoints(corpus, tmp, layers=args.layers, width=args.width, heads=12)
+        checkpoints = build_checkpoints(corpus, tmp, layers=args.layers, width=args.width, heads=args.heads)
         profiler = Profiler(interval=0.005)
         with profiler:
             compare(*checkpoints, corpus=corpus, output_dir=tmp / "run", device="cpu", regression=False)

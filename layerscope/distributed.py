@@ -69,16 +69,17 @@ class Workers:
 
     def mean(self, value: float) -> float:
         """Mean of a float over processes (the value itself in a single process)."""
-        if not self.distributed:
-            return value
-        tensor = torch.tensor([value], dtype=torch.float64, device=self.accelerator.device)
-        return float(self.accelerator.reduce(tensor, reduction="mean").item())
+        return self._reduce(value, "mean")
 
     def sum(self, value: float) -> float:
+        """Sum of a float over processes (the value itself in a single process)."""
+        return self._reduce(value, "sum")
+
+    def _reduce(self, value: float, reduction: str) -> float:
         if not self.distributed:
             return value
         tensor = torch.tensor([value], dtype=torch.float64, device=self.accelerator.device)
-        return float(self.accelerator.reduce(tensor, reduction="sum").item())
+        return float(self.accelerator.reduce(tensor, reduction=reduction).item())
 
     def gather_objects(self, value: Any) -> list[Any]:
         """``value`` of every process, in rank order (``[value]`` in a single process)."""
@@ -92,15 +93,14 @@ class Workers:
         if self.distributed:
             self.accelerator.wait_for_everyone()
 
-    def shard(self, items: list, index: int | None = None) -> list:
+    def shard(self, items: list) -> list:
         """This process's share of a global batch: the ``rank``-th of ``world_size`` equal slices."""
         if not self.distributed:
             return items
         size, extra = divmod(len(items), self.world_size)
         if extra:
             raise ValueError(f"a batch of {len(items)} does not split evenly over {self.world_size} processes")
-        rank = self.rank if index is None else index
-        return items[rank * size:(rank + 1) * size]
+        return items[self.rank * size:(self.rank + 1) * size]
 
 
 SINGLE = Workers()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
 
 PACKAGES = ("torch", "transformers", "tokenizers", "numpy", "scipy", "pandas", "statsmodels", "matplotlib")
 
@@ -36,3 +38,14 @@ def git_revision() -> str | None:
 
 def host() -> dict[str, str]:
     return {"platform": platform.platform(), "machine": platform.machine()}
+
+
+def grouped_hash(groups: Mapping[str, Iterable[Any]], render: Callable[[Any], str] = repr) -> str:
+    """A short SHA-256 of items grouped by language: each group's code, then ``render(item)``
+    of each of its items, in order. Used to key and record the data a run saw."""
+    digest = hashlib.sha256()
+    for lang, items in groups.items():
+        digest.update(f"\x00{lang}\x00".encode())
+        for item in items:
+            digest.update(render(item).encode())
+    return digest.hexdigest()[:16]

@@ -15,12 +15,13 @@ VALUES = st.floats(min_value=-1e3, max_value=1e3, allow_nan=False, allow_infinit
 
 
 @st.composite
-def paired_arrays(draw, same_dim: bool = False):
-    n = draw(st.integers(5, 30))
-    d1 = draw(st.integers(1, 10))
-    d2 = d1 if same_dim else draw(st.integers(1, 10))
-    x = draw(arrays(np.float64, (n, d1), elements=VALUES))
-    y = draw(arrays(np.float64, (n, d2), elements=VALUES))
+def paired_arrays(draw, same_dim: bool = False, elements=VALUES, rows=(5, 30), max_dim: int = 10):
+    """Two matrices (n, d1), (n, d2) with the same rows (d1 = d2 when ``same_dim``)."""
+    n = draw(st.integers(*rows))
+    d1 = draw(st.integers(1, max_dim))
+    d2 = d1 if same_dim else draw(st.integers(1, max_dim))
+    x = draw(arrays(np.float64, (n, d1), elements=elements))
+    y = draw(arrays(np.float64, (n, d2), elements=elements))
     return x, y
 
 
@@ -58,14 +59,8 @@ def test_retrieval_accuracies_are_fractions(pair, center):
 GRID = st.integers(-64, 64).map(lambda k: k / 8)
 
 
-@st.composite
-def grid_pair(draw, same_dim: bool = False):
-    n = draw(st.integers(6, 24))
-    d1 = draw(st.integers(1, 8))
-    d2 = d1 if same_dim else draw(st.integers(1, 8))
-    x = draw(arrays(np.float64, (n, d1), elements=GRID))
-    y = draw(arrays(np.float64, (n, d2), elements=GRID))
-    return x, y
+def grid_pair(same_dim: bool = False):
+    return paired_arrays(same_dim=same_dim, elements=GRID, rows=(6, 24), max_dim=8)
 
 
 def _orthogonal(seed: int, d: int) -> np.ndarray:

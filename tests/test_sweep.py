@@ -186,14 +186,14 @@ def test_file_errors_and_cli_exit_code(tmp_path, capsys):
 # --------------------------------------------------------------------------- done runs are skipped
 
 
-def test_done_runs_are_skipped(tmp_path, monkeypatch):
-    """Runs with a results.csv are not submitted again; the others go through the debug executor."""
+def _debug_sweep(directory: Path, sweep_lines: list[str], executor_lines: tuple[str, ...] = ()) -> Path:
+    """A one-model, one-task sweep file on the debug executor, with empty stand-ins for its inputs."""
     for name in ("m.pt", "train.conllu", "fr-test.conllu"):
-        (tmp_path / name).write_text("", encoding="utf-8")
-    config_path = write(tmp_path, """
+        (directory / name).write_text("", encoding="utf-8")
+    indent = "\n        "
+    return write(directory, f"""
         [sweep]
-        seeds = [1, 2, 3]
-        output = "out"
+        {indent.join(sweep_lines)}
         [models.m]
         source = "m.pt"
         [tasks.pos]
@@ -201,9 +201,13 @@ def test_done_runs_are_skipped(tmp_path, monkeypatch):
         eval = "fr-test.conllu"
         [executor]
         kind = "debug"
-        max_parallel = 2
-        poll_s = 0.01
+        {indent.join(executor_lines)}
     """)
+
+
+def test_done_runs_are_skipped(tmp_path, monkeypatch):
+    """Runs with a results.csv are not submitted again; the others go through the debug executor."""
+    config_path = _debug_sweep(tmp_path, ["seeds = [1, 2, 3]", 'output = "out"'], ("max_parallel = 2", "poll_s = 0.01"))
     runs = expand(load_config(config_path))
     executed: list[str] = []
 
@@ -244,19 +248,7 @@ def test_gather_writes_one_table_per_task(tmp_path):
 
 
 def test_failed_runs_are_reported_and_not_done(tmp_path, monkeypatch):
-    for name in ("m.pt", "train.conllu", "fr-test.conllu"):
-        (tmp_path / name).write_text("", encoding="utf-8")
-    config_path = write(tmp_path, """
-        [sweep]
-        seeds = [1]
-        [models.m]
-        source = "m.pt"
-        [tasks.pos]
-        train = "train.conllu"
-        eval = "fr-test.conllu"
-        [executor]
-        kind = "debug"
-    """)
+    config_path = _debug_sweep(tmp_path, ["seeds = [1]"])
 
     def failing(run):
         raise LayerscopeError("tiny failure")

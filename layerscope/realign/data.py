@@ -9,7 +9,6 @@ each language walking through its own seeded permutation, reshuffled every pass.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -18,6 +17,7 @@ import torch
 
 from .. import progress
 from ..errors import LayerscopeError
+from ..provenance import grouped_hash
 from .pairs import Link, PairSource
 from .words import Words, encode_words, get_segmenter, split_words
 
@@ -48,12 +48,7 @@ class RealignmentData:
         return list(self.examples)
 
     def content_hash(self) -> str:
-        digest = hashlib.sha256()
-        for lang, examples in self.examples.items():
-            digest.update(f"\x00{lang}\x00".encode())
-            for ex in examples:
-                digest.update(repr((ex.src_ids, ex.tgt_ids, ex.links)).encode())
-        return digest.hexdigest()[:16]
+        return grouped_hash(self.examples, lambda ex: repr((ex.src_ids, ex.tgt_ids, ex.links)))
 
 
 def build_examples(tokenizer, lang: str, src: Sequence[Words], tgt: Sequence[Words],

@@ -13,7 +13,6 @@ In Python, a dict ``{lang: path or list of examples}`` or a list of items also w
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any, Mapping, Sequence
 
 from .. import languages
 from ..errors import LayerscopeError
+from ..provenance import grouped_hash
 from .data import language_from_filename
 from .registry import Task
 
@@ -39,12 +39,7 @@ class TaskData:
         return list(self.examples)
 
     def content_hash(self) -> str:
-        digest = hashlib.sha256()
-        for lang, items in self.examples.items():
-            digest.update(f"\x00{lang}\x00".encode())
-            for item in items:
-                digest.update(repr(item).encode())
-        return digest.hexdigest()[:16]
+        return grouped_hash(self.examples)
 
 
 def _read_file(task: Task, path: Path, lang: str | None, limit: int | None, role: str,
