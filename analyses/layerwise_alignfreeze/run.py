@@ -39,6 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pairs", help="pair source: dict:DIR, eflomal or embed[:LAYER]")
     parser.add_argument("--corpus", help="evaluation corpus spec for compare (flores:DIR, ...)")
     parser.add_argument("--langs", help="target languages, e.g. fr,de,ja")
+    parser.add_argument("--compare-langs", help="languages for compare (default: --langs; 'all' = every language "
+                                                  "of the evaluation corpus)")
+    parser.add_argument("--precision", default="auto", help="forward-pass precision: auto, fp32 or bf16")
     parser.add_argument("--steps", type=int, help="realignment steps (demo: 200)")
     parser.add_argument("--lr", type=float, help="realignment learning rate (demo: 3e-4; default: layerscope's)")
     parser.add_argument("--limit", type=int, help="sentences per language for compare")
@@ -58,7 +61,7 @@ def demo_inputs(seed: int):
     from layerscope.corpora import read_corpus
     from layerscope.demo import DemoSettings, build_base
 
-    settings = DemoSettings(seed=seed)
+    settings = DemoSettings.for_model("toy", seed=seed)
     train, held_out = read_corpus("sample").split(settings.held_out)
     return (build_base(settings), train, f"dict:{data_file('sample', 'dict')}", held_out,
             settings.realign_steps, settings.realign_lr)
@@ -93,10 +96,13 @@ def main(argv: list[str] | None = None) -> int:
         activations = Path(tempfile.mkdtemp(prefix="layerwise-activations-"))
         for policy in POLICIES:
             result = realign(base, parallel=parallel, pairs=pairs,  # realign works on a copy
-                             langs=args.langs, freeze=policy, steps=steps, lr=lr, seed=args.seed, device=args.device)
+                             langs=args.langs, freeze=policy, steps=steps, lr=lr, seed=args.seed, device=args.device,
+                             precision=args.precision)
             path = staging / f"realigned-{policy}.pt"
             save_checkpoint(path, result.checkpoint)
-            comparison = compare(base_path, path, corpus=corpus, langs=args.langs, limit=args.limit,
+            compare_langs = None if args.compare_langs == "all" else (args.compare_langs or args.langs)
+            comparison = compare(base_path, path, corpus=corpus, langs=compare_langs, limit=args.limit,
+                                 precision=args.precision,
                                  output_dir=staging / f"compare-{policy}", device=args.device, seed=args.seed,
                                  regression=False, cache_dir=activations)
             profiles[policy] = policy_profile(comparison.metrics)
