@@ -22,6 +22,8 @@ ci_high) with ``metric = "probe_accuracy"``; the source language's rows are its 
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import logging
 import math
 import time
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 METRIC = "probe_accuracy"
 COLUMNS = ["model", "metric", "layer", "lang", "value", "ci_low", "ci_high"]
 DEFAULT_CS = (0.01, 0.1, 1.0, 10.0)
+CACHE_VERSION = "probe-1"
 
 
 @dataclass
@@ -80,8 +83,43 @@ def _features(encoder, task, examples: Sequence, label_to_id: dict[str, int], ma
 
 
 def encode(encoder, task, examples: Sequence, label_to_id: dict[str, int], *, max_length: int = 128,
-           max_tokens: int = 8192, precision: str = "auto", where: str = "data", bar=None) -> Encoded:
-    """Every layer's representation of each labelled word (tagging) or example (pairs)."""
+           max_tokens: int = 8192, precision: str = "auto", where: str = "data", bar=None,
+           cache_dir: str | Path | None = None) -> Encoded:
+    """Every layer's representation of each labelled word (tagging) or example (pairs).
+
+    With ``cache_dir``, the result is stored under a key of the model's content hash, the
+    examples, the label ids and the settings, and read back on the next call.
+    """
+    cache_path = None
+    if cache_dir is not None:
+        digest = hashlib.sha256(f"{CACHE_VERSION}|{encoder.source_hash}|{task.name}|{max_length}|"
+                                f"{sorted(label_to_id.items())}|{list(examples)!r}".encode())
+        cache_path = Path(cache_dir) / f"probe-{digest.hexdigest()[:32]}.safetensors"
+        if cache_path.is_file():
+            from safetensors.torch import load_file
+
+            try:
+                stored = load_file(str(cache_path))
+                if bar is not None:
+                    bar.update(len(examples))
+                return Encoded(stored["values"], stored["labels"].numpy(), stored["sentence"].numpy(), len(examples))
+            except Exception:  # a corrupt entry is recomputed, never trusted
+                log.warning("ignoring unreadable cache entry %s", cache_path)
+    result = _encode(encoder, task, examples, label_to_id, max_length=max_length, max_tokens=max_tokens,
+                     precision=precision, where=where, bar=bar)
+    if cache_path is not None:
+        from safetensors.torch import save_file
+
+        from .outputs import atomic_write
+
+        tensors = {"values": result.values.contiguous(), "labels": torch.from_numpy(result.labels),
+                   "sentence": torch.from_numpy(result.sentence)}
+        atomic_write(cache_path, lambda tmp: save_file(tensors, str(tmp)))
+    return result
+
+
+def _encode(encoder, task, examples: Sequence, label_to_id: dict[str, int], *, max_length: int, max_tokens: int,
+            precision: str, where: str, bar) -> Encoded:
     from .activations import forward_layers, length_sorted_batches, pool_mean
     from .tasks.features import IGNORE
 
@@ -160,15 +198,17 @@ class LinearProbe:
             raise LayerscopeError("the probe's training data has a single label; it needs at least two")
         best = None
         self.dev_accuracy_: dict[float, float] = {}
+        # along the C path from strong to weak regularisation, each fit starts from the last
+        classifier = LogisticRegression(max_iter=self.max_iter, random_state=self.seed, warm_start=True)
         for c in sorted(self.cs):
-            classifier = LogisticRegression(C=c, max_iter=self.max_iter, random_state=self.seed)
+            classifier.set_params(C=c)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 classifier.fit(xs, y)
             accuracy = float((classifier.predict(xd) == y_dev).mean())
             self.dev_accuracy_[c] = accuracy
             if best is None or accuracy > best[0]:
-                best = (accuracy, c, classifier)
+                best = (accuracy, c, copy.deepcopy(classifier))
         _, self.C_, self.classifier_ = best
         return self
 
@@ -289,6 +329,7 @@ def probe(
     max_length: int = 128,
     max_tokens: int = 8192,
     seed: int = 0,
+    cache_dir: str | Path | None = None,
     figures: bool = True,
     order: str = "family",
     command: Sequence[str] | None = None,
@@ -307,6 +348,8 @@ def probe(
     cs : the grid of inverse regularisation strengths C.
     held_out : share of the source sentences held out to choose C when ``dev`` is not given.
     bootstrap : resamples of sentences for the 95 % intervals (0: none).
+    cache_dir : keep every encoded language here (keyed by model hash and data), so that a
+        second run with the same base model encodes it only once.
     output_dir : write metrics.csv, run.json, summary.txt, figures/, report.html there.
 
     Returns
@@ -366,7 +409,7 @@ def probe(
         check_compatible(encoders["base"], encoders["realigned"])
     timings["load_models"] = time.perf_counter() - tick
 
-    kwargs = dict(max_length=max_length, max_tokens=max_tokens, precision=precision)
+    kwargs = dict(max_length=max_length, max_tokens=max_tokens, precision=precision, cache_dir=cache_dir)
     hits: dict[tuple[str, str], np.ndarray] = {}
     totals: dict[str, np.ndarray] = {}
     chosen: dict[str, list[float]] = {}

@@ -168,3 +168,19 @@ def test_cli_end_to_end_and_errors(models, tmp_path, capsys):
     assert not (tmp_path / "bad").exists()
     with pytest.raises(LayerscopeError, match="C grid"):
         probe(base, train=TRAIN, eval=EVAL, cs=(0.0,))
+
+
+def test_cache_gives_the_same_table_without_encoding_again(models, tmp_path, monkeypatch):
+    from layerscope import linear_probe
+
+    _, base, _ = models
+    kwargs = dict(train=TRAIN, eval=EVAL, held_out=0.34, cs=(1.0,), bootstrap=20, device="cpu",
+                  cache_dir=tmp_path / "cache")
+    first = probe(base, **kwargs)
+    assert len(list((tmp_path / "cache").glob("probe-*.safetensors"))) == 4  # fit, held-out, fr, de
+
+    def no_encoding(*args, **kw):
+        raise AssertionError("encoded again despite the cache")
+
+    monkeypatch.setattr(linear_probe, "_encode", no_encoding)
+    pd.testing.assert_frame_equal(first.metrics, probe(base, **kwargs).metrics)

@@ -43,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="forward-pass precision (auto: bf16 autocast on GPU, fp32 on CPU)")
     parser.add_argument("--max-length", type=int, default=128, help="sub-tokens per input (default: 128)")
     parser.add_argument("--max-tokens", type=int, default=8192, help="tokens per batch, padding included (default: 8192)")
+    parser.add_argument("--cache-dir", metavar="DIR", help="cache encoded data here, keyed by model hash and data "
+                                                         "(a second run with the same base encodes it once)")
     parser.add_argument("--order", default="family", choices=["family", "delta"], help="language order in heatmaps")
     parser.add_argument("--no-figures", action="store_true", help="skip figures")
     add_model_loading(parser)
@@ -82,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         max_length=args.max_length,
         max_tokens=args.max_tokens,
         seed=args.seed,
+        cache_dir=args.cache_dir,
         figures=not args.no_figures,
         order=args.order,
         command=command_line(),
