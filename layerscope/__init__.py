@@ -21,6 +21,7 @@ _EXPORTS = {
     "gains": "layerscope.gains:compute_gains",
     "run_demo": "layerscope.demo:run_demo",
     "sweep": "layerscope.sweep:sweep",
+    "probe": "layerscope.linear_probe:probe",
     # building blocks
     "load_checkpoint": "layerscope.checkpoint:load_checkpoint",
     "save_checkpoint": "layerscope.checkpoint:save_checkpoint",
@@ -35,6 +36,11 @@ _EXPORTS = {
     "rbf_cka": "layerscope.similarity:rbf_cka",
     "cka_matrix": "layerscope.similarity:cka_matrix",
     "retrieval_accuracy": "layerscope.similarity:retrieval_accuracy",
+    "svcca": "layerscope.cca:svcca",
+    "pwcca": "layerscope.cca:pwcca",
+    "cca_correlations": "layerscope.cca:cca_correlations",
+    "procrustes_distance": "layerscope.cca:procrustes_distance",
+    "procrustes_similarity": "layerscope.cca:procrustes_similarity",
     "distances": "layerscope.typology:distances",
     "LayerscopeError": "layerscope.errors:LayerscopeError",
 }

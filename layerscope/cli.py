@@ -17,6 +17,7 @@ from .errors import LayerscopeError
 COMMANDS = (
     "demo",
     "compare",
+    "probe",
     "snapshot",
     "info",
     "realign",

@@ -23,6 +23,7 @@ from .errors import LayerscopeError
 log = logging.getLogger(__name__)
 
 FIGURE_METRICS = ("cka", "retrieval", "retrieval_centered", "cka_linear")
+CCA_FIGURE_METRICS = ("svcca", "pwcca", "procrustes", "procrustes_distance", "procrustes_angular")
 
 
 @dataclass
@@ -167,7 +168,7 @@ def compare(
     same_language_realigned = {pivot: next(iter(stacks["realigned"][0].values()))} if parallel.multiway else {}
     same_language_base.update(stacks["base"][1])
     same_language_realigned.update(stacks["realigned"][1])
-    drift = probes.drift_table(same_language_base, same_language_realigned)
+    drift = probes.drift_table(same_language_base, same_language_realigned, metrics)
     weights = probes.weight_change_table(_stack_groups(base_encoder), _stack_groups(realigned_encoder))
     table = pd.concat([table, drift, weights], ignore_index=True)
     timings["drift"] = time.perf_counter() - tick
@@ -267,7 +268,7 @@ def write_figures(table: pd.DataFrame, directory: Path, *, pivot: str, order: st
 
     paths: list[Path] = []
     present = set(table["metric"])
-    for metric in FIGURE_METRICS:
+    for metric in FIGURE_METRICS + tuple(CCA_FIGURE_METRICS):
         if metric in present:
             fig = heatmaps.heatmap_figure(table, metric, order=order, pivot=pivot)
             paths += heatmaps.save_figure(fig, directory, f"heatmap_{metric}")

@@ -8,6 +8,7 @@ this module only decides what is measured against what and labels the results.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
@@ -15,9 +16,11 @@ from typing import Mapping, Sequence
 import pandas as pd
 import torch
 
-from . import similarity
+from . import cca, similarity
 from .activations import LayerStack
 from .errors import LayerscopeError
+
+log = logging.getLogger(__name__)
 
 COLUMNS = ["model", "metric", "layer", "lang", "value", "ci_low", "ci_high"]
 
@@ -36,6 +39,9 @@ METRICS: dict[str, str] = {
     "drift_cka": "debiased CKA between base and realigned vectors of the same language",
     "weight_change": "relative weight change of each block, ||W_r - W_b|| / ||W_b||",
 }
+# SVCCA, PWCCA and Procrustes (layerscope.cca); with drift_ in front, base vs realigned per language
+METRICS.update({name: description for name, (_, description) in cca.METRICS.items()})
+METRICS.update({f"drift_{name}": f"{name}, base vs realigned vectors of the same language" for name in cca.METRICS})
 DEFAULT_METRICS = ("cka", "cka_linear", "retrieval", "retrieval_centered")
 MIN_SENTENCES = 8  # below this, debiased CKA and retrieval say nothing
 
@@ -80,6 +86,18 @@ def check_sizes(sizes: Mapping[str, int], source: object = None) -> None:
             )
 
 
+def _warn_refusal(lang: str):
+    """A CCA measure refused for too few sentences leaves NaN in the table and says why, once per call."""
+    said: list[str] = []
+
+    def warn(message: str) -> None:
+        if not said:
+            log.warning("%s: %s (NaN in the table)", lang, message)
+        said.append(message)
+
+    return warn
+
+
 def _rows(model: str, metric: str, lang: str, values: Sequence[float], ci: Sequence[tuple[float, float]] | None = None):
     for layer, value in enumerate(values):
         low, high = ci[layer] if ci is not None else (math.nan, math.nan)
@@ -116,6 +134,8 @@ def crosslingual_rows(model: str, pivot: LayerStack, target: LayerStack, lang: s
         acc = similarity.retrieval_per_layer(a, b, margin=True)
         values = acc.mean(dim=1).tolist()
         rows += _rows(model, "retrieval_margin", lang, values, [wilson_interval(v * 2 * n, 2 * n) for v in values])
+    for metric in (m for m in cca.METRICS if m in wanted):
+        rows += _rows(model, metric, lang, cca.per_layer(metric, a, b, on_refusal=_warn_refusal(lang)))
     if settings.baselines:
         generator = torch.Generator().manual_seed(settings.seed)
         perm = similarity.shuffled_pairs(n, generator)
@@ -147,12 +167,18 @@ def delta_table(table: pd.DataFrame, base: str = "base", realigned: str = "reali
     return out[COLUMNS]
 
 
-def drift_table(base_stacks: Mapping[str, LayerStack], realigned_stacks: Mapping[str, LayerStack]) -> pd.DataFrame:
-    """Same-language debiased CKA between base and realigned at every layer."""
+def drift_table(base_stacks: Mapping[str, LayerStack], realigned_stacks: Mapping[str, LayerStack],
+                metrics: Sequence[str] = ()) -> pd.DataFrame:
+    """Same-language debiased CKA between base and realigned at every layer, and ``drift_<m>``
+    for each CCA/Procrustes metric ``m`` of ``metrics`` (base side first)."""
     rows: list[tuple] = []
+    extra = [m for m in cca.METRICS if m in metrics or f"drift_{m}" in metrics]
     for lang, stack in base_stacks.items():
         values = similarity.cka_per_layer(stack.values, realigned_stacks[lang].values, method="debiased").tolist()
         rows += _rows("drift", "drift_cka", lang, values)
+        for metric in extra:
+            values = cca.per_layer(metric, stack.values, realigned_stacks[lang].values, on_refusal=_warn_refusal(lang))
+            rows += _rows("drift", f"drift_{metric}", lang, values)
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

@@ -37,6 +37,9 @@ CAPTIONS = {
     "heatmap_cka_linear": "Plain linear CKA: biased upward when sentences are few relative to the width; read with "
                           "the debiased values.",
     "layer_curves": "Per-layer mean over languages (band: ± one standard deviation); dotted: shuffled-pair chance level.",
+    "heatmap_probe_accuracy": "Linear probe accuracy per layer (rows) and language (columns): classifiers fitted on "
+                              "the source language, evaluated zero-shot; the source column is its held-out split.",
+    "probe_curves": "Probe accuracy per layer for each language, with 95 % bootstrap intervals over sentences.",
     "drift": "Left: how far each language's representations moved (CKA base vs realigned; 1 = unchanged). "
              "Right: relative weight change per block (0 = frozen).",
 }
@@ -200,7 +203,7 @@ def build_report(run_dir: str | Path, *, name: str | None = None) -> str:
     metrics_path = run_dir / "metrics.csv"
     if metrics_path.is_file():
         metrics = pd.read_csv(metrics_path)
-        for metric in ("retrieval", "cka"):
+        for metric in ("retrieval", "cka", "probe_accuracy"):
             table = _delta_table(metrics, metric)
             if table:
                 parts.append(f"<h2>Δ {metric} (realigned − base) per language and layer</h2>{table}")

@@ -38,7 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, metavar="N", help="use at most N sentence pairs per language")
     parser.add_argument("--metrics", default="cka,cka_linear,retrieval,retrieval_centered",
                         help="comma-separated metrics (cka, cka_linear, cka_rbf, retrieval, retrieval_p2t, "
-                             "retrieval_t2p, retrieval_centered, retrieval_margin)")
+                             "retrieval_t2p, retrieval_centered, retrieval_margin, svcca, pwcca, "
+                             "procrustes, procrustes_distance, procrustes_angular; the last five also "
+                             "give drift_<name>, base vs realigned)")
     parser.add_argument("--no-baselines", action="store_true", help="skip the shuffled-pair baselines")
     parser.add_argument("--seed", type=int, default=0, help="seed for shuffled baselines and the regression (default: 0)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],

@@ -32,6 +32,12 @@ LABELS = {
     "retrieval_margin": "retrieval accuracy (margin)",
     "drift_cka": "CKA base vs realigned (same language)",
     "weight_change": "relative weight change",
+    "svcca": "SVCCA",
+    "pwcca": "PWCCA",
+    "procrustes": "Procrustes similarity",
+    "procrustes_distance": "Procrustes distance",
+    "procrustes_angular": "angular Procrustes distance",
+    "probe_accuracy": "probe accuracy",
 }
 
 
