@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import command_line
+from ._common import add_realign_conventions, command_line
 
 HELP = "fine-tune for PoS, NER, NLI or QA and evaluate zero-shot transfer per language, over seeds"
 DESCRIPTION = """\
@@ -104,14 +104,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     realign.add_argument("--realign-layer", type=int,
                          help="realignment layer (default: the last, L; -2 = L-1, what the official code realigns)")
     realign.add_argument("--realign-batch-size", type=int, default=16, help="sentence pairs per batch (default: 16)")
-    realign.add_argument("--realign-negatives", choices=["batch-words", "aligned"], default="batch-words",
-                         help="the loss's candidates: every word of the batch (default, as published) or the "
-                              "aligned words only")
-    realign.add_argument("--realign-keep-space-tokens", action="store_true",
-                         help="keep standalone '▁' tokens (XLM-R) in the realignment input (default: deleted, "
-                              "as published)")
-    realign.add_argument("--realign-casefold", action="store_true",
-                         help="match dictionary words case-insensitively (default: case-sensitive, as published)")
+    add_realign_conventions(realign, prefix="realign-")
     realign.add_argument("--during-weight", type=float, default=0.1,
                          help="weight of the realignment loss in --realign during (default: 0.1)")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._common import add_realign_conventions
+
 HELP = "realign a multilingual model on word pairs with part of its layers frozen (AlignFreeze)"
 DESCRIPTION = """\
 Find word pairs between English and each target language in a parallel corpus (a bilingual
@@ -76,14 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layer", type=int, metavar="I",
                         help="realignment layer: 0 = embeddings ... L = last block, negative from the end "
                              "(default: L; -2 = L-1 is what the official code realigns)")
-    parser.add_argument("--negatives", choices=["batch-words", "aligned"], default="batch-words",
-                        help="the loss's candidates: every word of the batch's sentences (default, as "
-                             "published) or the aligned words only")
-    parser.add_argument("--keep-space-tokens", action="store_true",
-                        help="keep standalone '▁' tokens (SentencePiece, XLM-R) in the input (default: "
-                             "deleted before encoding, as published)")
-    parser.add_argument("--casefold", action="store_true",
-                        help="match dictionary words case-insensitively (default: case-sensitive, as published)")
+    add_realign_conventions(parser)
     parser.add_argument("--max-length", type=int, default=96, help="sub-tokens per sentence (default: 96)")
     parser.add_argument("--limit", type=int, metavar="N", help="use at most N sentence pairs per language")
     parser.add_argument("--held-out", type=int, default=0, metavar="N",
