@@ -253,7 +253,9 @@ def realign(
     langs : target languages (default: all of the corpus).
     freeze : ``none``, ``lower`` (blocks 0 … L/2−1), ``upper`` (L/2 … L−1), ``embeddings``,
         block ranges such as ``0-5``, or combinations (``lower+embeddings``).
-    steps : optimiser steps (default: one pass over the sentence pairs with word pairs).
+    steps : optimiser steps (default: one pass over the sentence pairs with word pairs). The
+        published ``before`` schedule takes as many as the fine-tuning run:
+        :func:`layerscope.tasks.finetune_steps` gives that number.
     batch_size : sentence pairs per batch, drawn round-robin over languages (16); under
         ``accelerate launch`` the batch of each process.
     accumulation : micro-batches of ``batch_size`` whose gradients make one optimiser step (1).
