@@ -110,6 +110,7 @@ def main(argv=None) -> int:
     result = layerscope.finetune(
         encoder, task="pos", train=data / "ud" / "en_ewt" / "en_ewt-ud-dev.conllu", eval=data / "ud" / "pud",
         seeds=args.seeds, epochs=args.epochs, lr=args.lr, micro_batch_size=16, eval_limit=args.eval_limit,
+        max_length=128, max_grad_norm=1.0,  # the settings of the figures in docs/finetuning.md
         device="cpu", output=out / "pos.csv", force=True,
         command=["python", "benchmarks/pos_transfer.py", *(argv if argv is not None else sys.argv[1:])],
     )

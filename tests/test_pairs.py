@@ -122,16 +122,26 @@ FR = {
 }
 
 
-def links(en: str, fr: str, table=FR, lang="fr"):
-    return dictionary_links(split_words(en, "en"), split_words(fr, lang), {k: frozenset(v) for k, v in table.items()})
+def links(en: str, fr: str, table=FR, lang="fr", casefold=False):
+    return dictionary_links(split_words(en, "en"), split_words(fr, lang), {k: frozenset(v) for k, v in table.items()},
+                            casefold=casefold)
 
 
 def test_dictionary_basic_sentence():
     assert links("the cat sleeps", "le chat dort") == [(0, 0), (1, 1), (2, 2)]
 
 
-def test_dictionary_is_case_insensitive():
-    assert links("The Cat sleeps", "Le Chat dort") == [(0, 0), (1, 1), (2, 2)]
+def test_dictionary_is_case_sensitive_by_default():
+    """As published: "The" is not the dictionary's "the", "Chat" not its "chat"."""
+    assert links("The Cat sleeps", "Le Chat dort") == [(2, 2)]
+    assert links("the cat sleeps", "Le chat dort") == [(1, 1), (2, 2)]
+    # a capitalised dictionary entry matches the capitalised word only
+    assert links("The cat", "Le chat", table={"The": {"Le"}, "cat": {"chat"}}) == [(0, 0), (1, 1)]
+    assert links("the cat", "le chat", table={"The": {"Le"}, "cat": {"chat"}}) == [(1, 1)]
+
+
+def test_dictionary_case_folding_option():
+    assert links("The Cat sleeps", "Le Chat dort", casefold=True) == [(0, 0), (1, 1), (2, 2)]
 
 
 def test_english_word_occurring_twice_is_ambiguous():
@@ -189,9 +199,10 @@ def test_read_dictionary(tmp_path):
     path = tmp_path / "en-fr.txt"
     path.write_text("the le\nthe la\nCat chat\nbroken line here\n\ndog\tchien\n", encoding="utf-8")
     table = read_dictionary(path)
-    assert table == {"the": frozenset({"le", "la"}), "cat": frozenset({"chat"}), "dog": frozenset({"chien"})}
+    assert table == {"the": frozenset({"le", "la"}), "Cat": frozenset({"chat"}), "dog": frozenset({"chien"})}
+    assert read_dictionary(path, casefold=True)["cat"] == frozenset({"chat"})
     reverse = read_dictionary(path, reverse=True)
-    assert reverse["chat"] == frozenset({"cat"})
+    assert reverse["chat"] == frozenset({"Cat"})
     (tmp_path / "empty.txt").write_text("\n")
     with pytest.raises(LayerscopeError, match="no 'source_word target_word'"):
         read_dictionary(tmp_path / "empty.txt")
@@ -204,8 +215,12 @@ def test_dictionary_source_files(tmp_path):
     source.check(["fr", "de"], "en")
     src, tgt = [split_words("the cat sleeps", "en")], [split_words("le chat dort", "fr")]
     assert source.align(src, tgt, lang="fr") == [[(1, 1), (2, 2)]]
-    assert source.align([split_words("a cat", "en")], [split_words("eine Katze", "de")], lang="de") == [[(1, 1)]]
+    assert source.align([split_words("a cat", "en")], [split_words("eine Katze", "de")], lang="de") == [[]]
+    folding = DictionarySource(tmp_path, casefold=True)
+    assert folding.align([split_words("a cat", "en")], [split_words("eine Katze", "de")], lang="de") == [[(1, 1)]]
+    assert folding.describe()["case"] == "folded"
     described = source.describe()
+    assert described["case"] == "sensitive"
     assert set(described["files"]) == {"fr", "de"}
     with pytest.raises(LayerscopeError, match="no dictionary for en-zh.*en-zh.txt"):
         source.check(["zh"], "en")
@@ -350,8 +365,8 @@ def test_split_words_spans_cover_the_text(text):
     assert "".join(words.tokens) == "".join(text.split())
 
 
-EN_VOCAB = ["cat", "dog", "sees", "big", "the", "a", "paris"]
-FR_VOCAB = ["chat", "chien", "voit", "grand", "le", "un", "paris", "gros"]
+EN_VOCAB = ["cat", "dog", "sees", "big", "the", "a", "paris", "Cat", "The"]
+FR_VOCAB = ["chat", "chien", "voit", "grand", "le", "un", "paris", "gros", "Chat", "Le"]
 
 
 def reference_dictionary_links(en, fr, table):
@@ -377,5 +392,12 @@ def reference_dictionary_links(en, fr, table):
        table=st.dictionaries(st.sampled_from(EN_VOCAB), st.sets(st.sampled_from(FR_VOCAB), min_size=1, max_size=3)))
 def test_dictionary_rule_matches_reference(en, fr, table):
     got = dictionary_links(words_from_tokens(en), words_from_tokens(fr), {k: frozenset(v) for k, v in table.items()})
-    assert got == reference_dictionary_links(en, fr, table)
+    assert got == reference_dictionary_links(en, fr, table)  # exact (case-sensitive) string comparison
     assert one_to_one(got) == got
+    # case folding = the same rule on case-folded sentences and dictionary
+    folded_table: dict[str, set[str]] = {}
+    for k, v in table.items():
+        folded_table.setdefault(k.casefold(), set()).update(t.casefold() for t in v)
+    folded = dictionary_links(words_from_tokens(en), words_from_tokens(fr),
+                              {k: frozenset(v) for k, v in folded_table.items()}, casefold=True)
+    assert folded == reference_dictionary_links([w.casefold() for w in en], [w.casefold() for w in fr], folded_table)

@@ -21,5 +21,18 @@ def add_output(parser: argparse.ArgumentParser, *, default: str | None = None, w
     parser.add_argument("--force", action="store_true", help=f"replace an existing {what}")
 
 
+def add_realign_conventions(parser, *, prefix: str = "") -> None:
+    """``--{prefix}negatives``, ``--{prefix}keep-space-tokens``, ``--{prefix}casefold``: the
+    realignment conventions whose defaults are the published ones."""
+    parser.add_argument(f"--{prefix}negatives", choices=["batch-words", "aligned"], default="batch-words",
+                        help="the loss's candidates: every word of the batch's sentences (default, as "
+                             "published) or the aligned words only")
+    parser.add_argument(f"--{prefix}keep-space-tokens", action="store_true",
+                        help="keep standalone '\u2581' tokens (SentencePiece, XLM-R) in the realignment input "
+                             "(default: deleted before encoding, as published)")
+    parser.add_argument(f"--{prefix}casefold", action="store_true",
+                        help="match dictionary words case-insensitively (default: case-sensitive, as published)")
+
+
 def command_line() -> list[str]:
     return ["layerscope", *sys.argv[1:]]

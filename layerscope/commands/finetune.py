@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import command_line
+from ._common import add_realign_conventions, command_line
 
 HELP = "fine-tune for PoS, NER, NLI or QA and evaluate zero-shot transfer per language, over seeds"
 DESCRIPTION = """\
@@ -14,7 +14,9 @@ evaluate it zero-shot on every target language given, once per seed. Optionally 
 steps as fine-tuning steps by default) or jointly (--realign during: task loss + 0.1 x the
 realignment loss at every step, the freeze policy keeping the realignment gradient out of the
 frozen blocks). AdamW, linear warm-up over 10% of the steps then linear decay, an effective
-batch of 32 by gradient accumulation; deterministic on CPU for a seed.
+batch of 32 by gradient accumulation, no gradient clipping; defaults per task and model as the
+official AlignFreeze scripts set them (96 sub-tokens; lr 2e-5, 7.5e-6 for XLM-R); deterministic
+on CPU for a seed.
 
 Writes the per-seed table (one row per seed and method, final_eval_<lang>_<metric> columns, the
 layout of the published AlignFreeze results), a tidy table (seed, method, lang, metric, score)
@@ -67,16 +69,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", default="31,42,66", help="one run per seed (default: 31,42,66)")
 
     training = parser.add_argument_group("fine-tuning")
-    training.add_argument("--epochs", type=float, help="epochs (default: 5 for pos and ner, 2 for nli and qa)")
+    training.add_argument("--epochs", type=float, help="epochs (default: 5 for pos, ner and qa, 2 for nli)")
     training.add_argument("--steps", type=int, help="optimiser steps (overrides --epochs)")
     training.add_argument("--batch-size", type=int, default=32, help="effective batch size (default: 32)")
     training.add_argument("--micro-batch-size", type=int, default=8,
                           help="examples per forward pass; gradients accumulate to --batch-size (default: 8)")
-    training.add_argument("--lr", type=float, help="AdamW peak learning rate (default: 2e-5; 3e-5 for qa)")
+    training.add_argument("--lr", type=float,
+                          help="AdamW peak learning rate (default: 2e-5; 7.5e-6 for XLM-R, from the config's "
+                               "model_type)")
     training.add_argument("--warmup", type=float, default=0.1,
                           help="fraction of steps of linear warm-up (default: 0.1)")
     training.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default: 0)")
-    training.add_argument("--max-length", type=int, help="sub-tokens per input (default: 128; 384 for qa)")
+    training.add_argument("--max-grad-norm", type=float, default=0.0, metavar="NORM",
+                          help="clip the gradient norm to NORM (default: 0 = no clipping, as published)")
+    training.add_argument("--max-length", type=int, help="sub-tokens per input (default: 96)")
     training.add_argument("--labels", help="ner label set, comma-separated (default: those of the training file)")
     training.add_argument("--limit", type=int, metavar="N", help="use at most N training examples")
     training.add_argument("--eval-limit", type=int, metavar="N", help="use at most N examples per evaluation language")
@@ -95,8 +101,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                               "none for during)")
     realign.add_argument("--realign-steps", type=int, help="realignment steps (default: as many as fine-tuning)")
     realign.add_argument("--realign-lr", type=float, help="realignment learning rate (default: 2e-5; 7.5e-6 XLM-R)")
-    realign.add_argument("--realign-layer", type=int, help="realignment layer (default: the last)")
+    realign.add_argument("--realign-layer", type=int,
+                         help="realignment layer (default: the last, L; -2 = L-1, what the official code realigns)")
     realign.add_argument("--realign-batch-size", type=int, default=16, help="sentence pairs per batch (default: 16)")
+    add_realign_conventions(realign, prefix="realign-")
     realign.add_argument("--during-weight", type=float, default=0.1,
                          help="weight of the realignment loss in --realign during (default: 0.1)")
 
@@ -137,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         warmup=args.warmup,
         weight_decay=args.weight_decay,
+        max_grad_norm=args.max_grad_norm,
         max_length=args.max_length,
         labels=labels,
         limit=args.limit,
@@ -149,6 +158,9 @@ def run(args: argparse.Namespace) -> int:
         realign_lr=args.realign_lr,
         realign_layer=args.realign_layer,
         realign_batch_size=args.realign_batch_size,
+        realign_negatives=args.realign_negatives,
+        realign_keep_space_tokens=args.realign_keep_space_tokens,
+        realign_casefold=args.realign_casefold,
         during_weight=args.during_weight,
         model=args.model,
         model_name=args.model_name,

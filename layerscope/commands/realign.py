@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._common import add_realign_conventions
+
 HELP = "realign a multilingual model on word pairs with part of its layers frozen (AlignFreeze)"
 DESCRIPTION = """\
 Find word pairs between English and each target language in a parallel corpus (a bilingual
 dictionary, the eflomal aligner, or the model's own embeddings), then train the model so that
 the vectors of translated words agree: the first sub-token's hidden state at the realignment
-layer goes through a projection head into a contrastive loss (temperature 0.1, the other words
-of the batch as negatives, both directions), batches of 16 sentence pairs drawn round-robin
+layer goes through a projection head into a contrastive loss (temperature 0.1, every other word
+of the batch's sentences as a negative, both directions), batches of 16 sentence pairs drawn round-robin
 over the languages, Adam with a constant learning rate. The freeze policy holds blocks fixed
 during realignment only; the checkpoint written has every parameter trainable again and
 records policy, steps, languages, pair counts and sources, seed and the parent's hash."""
@@ -37,6 +39,10 @@ examples:
   layerscope realign base.pt --parallel sample --pairs embed:3 --freeze none --steps 200 -o r.pt
   layerscope realign base.pt --parallel sample --pairs dict:muse/ -o r.pt --checkpoint-every 100
   layerscope realign base.pt --parallel sample --pairs dict:muse/ -o r.pt --checkpoint-every 100 --resume
+  layerscope realign xlm-roberta-base --parallel tatoeba:tatoeba_challenge --pairs dict:muse/ --layer -2 \
+      --steps-from-finetune pos=en_ewt-ud-train.conllu -o r.pt
+                       # then: layerscope finetune r.pt --task pos --train en_ewt-ud-train.conllu ...
+                       # the published 'before' schedule: as many realignment as fine-tuning steps
 
 data parallel (Hugging Face Accelerate; each process draws its own share of every batch, gradients
 are all-reduced, one process writes the checkpoint):
@@ -57,16 +63,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pivot", default="en", help="pivot language of the corpus and dictionaries (default: en)")
     parser.add_argument("--freeze", default="lower", metavar="POLICY",
                         help="none | lower | upper | embeddings | block ranges like 0-5 (default: lower)")
-    parser.add_argument("--steps", type=int, metavar="N",
-                        help="optimizer steps (default: one pass over the sentence pairs; the paper uses "
-                             "as many as the fine-tuning run)")
+    steps = parser.add_mutually_exclusive_group()
+    steps.add_argument("--steps", type=int, metavar="N",
+                       help="optimizer steps (default: one pass over the sentence pairs; the paper uses "
+                            "as many as the fine-tuning run: see --steps-from-finetune)")
+    steps.add_argument("--steps-from-finetune", metavar="TASK=TRAIN",
+                       help="as many steps as 'layerscope finetune --task TASK --train TRAIN' takes with its "
+                            "defaults (the published 'before' schedule), e.g. pos=en_ewt-ud-train.conllu")
     parser.add_argument("--batch-size", type=int, default=16, help="sentence pairs per batch (default: 16)")
     parser.add_argument("--grad-accumulation", type=int, default=1, metavar="K",
                         help="micro-batches per optimiser step (default: 1); the effective batch is "
                              "batch size × K × processes")
     parser.add_argument("--lr", type=float, help="constant Adam learning rate (default: 2e-5; 7.5e-6 for XLM-R)")
     parser.add_argument("--layer", type=int, metavar="I",
-                        help="realignment layer: 0 = embeddings ... L = last block (default: L)")
+                        help="realignment layer: 0 = embeddings ... L = last block, negative from the end "
+                             "(default: L; -2 = L-1 is what the official code realigns)")
+    add_realign_conventions(parser)
     parser.add_argument("--max-length", type=int, default=96, help="sub-tokens per sentence (default: 96)")
     parser.add_argument("--limit", type=int, metavar="N", help="use at most N sentence pairs per language")
     parser.add_argument("--held-out", type=int, default=0, metavar="N",
@@ -99,15 +111,18 @@ def run(args: argparse.Namespace) -> int:
         raise LayerscopeError("exists; pass --force to replace it", source=output)
 
     source = args.source
-    if args.model is not None:
+    if args.model is not None or args.steps_from_finetune:
         source = load_encoder(args.source, model=args.model, device=resolve_device(args.device))
+    steps = args.steps
+    if args.steps_from_finetune:
+        steps = steps_from_finetune(source.tokenizer, args.steps_from_finetune)
     result = realign(
         source,
         parallel=args.parallel,
         pairs=args.pairs,
         langs=args.langs,
         freeze=args.freeze,
-        steps=args.steps,
+        steps=steps,
         batch_size=args.batch_size,
         accumulation=args.grad_accumulation,
         lr=args.lr,
@@ -122,6 +137,9 @@ def run(args: argparse.Namespace) -> int:
         held_out=args.held_out,
         limit=args.limit,
         segmenter=args.segmenter,
+        negatives=args.negatives,
+        keep_space_tokens=args.keep_space_tokens,
+        casefold=args.casefold,
         inplace=True,
     )
     from ..distributed import workers
@@ -136,3 +154,17 @@ def run(args: argparse.Namespace) -> int:
     print(f"word pairs ({meta['pairs']['source']}): {counts}")
     print(f"wrote {result.path}")
     return 0
+
+
+def steps_from_finetune(tokenizer, spec: str) -> int:
+    """``TASK=TRAIN`` -> the optimiser steps of ``layerscope finetune --task TASK --train TRAIN``
+    with its defaults (epochs, batch size 32, max length of the task)."""
+    from ..errors import LayerscopeError
+    from ..tasks import finetune_steps
+
+    task, sep, train = spec.partition("=")
+    if not sep or not task.strip() or not train.strip():
+        raise LayerscopeError(f"--steps-from-finetune takes TASK=TRAIN (e.g. pos=en_ewt-ud-train.conllu), got {spec!r}")
+    steps = finetune_steps(tokenizer, task=task.strip(), train=train.strip())
+    print(f"{steps} realignment steps: as many as fine-tuning {task.strip()} on {train.strip()} takes")
+    return steps

@@ -6,7 +6,7 @@
 :func:`before_schedule`                 realign, then unfreeze everything for fine-tuning
 :func:`during_objective`                the realignment term of the ``during`` schedule
 :class:`RealignmentHead`                ``Linear(d,d) → ReLU → Linear(d,128)``, no biases
-:func:`contrastive_alignment_loss`      symmetric InfoNCE, τ = 0.1, in-batch negatives
+:func:`contrastive_alignment_loss`      symmetric InfoNCE, τ = 0.1, every word of the batch a negative
 :class:`RoundRobinSampler`              batches of 16 sentence pairs round-robin over languages
 :func:`pair_source`                     ``dict:DIR`` | ``eflomal`` | ``embed[:LAYER]``
 :func:`alignment_scores`                precision, recall and AER against gold alignments
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from .data import Example, RealignmentData, RoundRobinSampler, build_examples, collate, extract_pairs
 from .job import RealignResult, before_schedule, default_lr, during_objective, realign
-from .loss import RealignmentHead, contrastive_alignment_loss
+from .loss import NEGATIVES, RealignmentHead, contrastive_alignment_loss
 from .pairs import (
     PAIR_SOURCES,
     AlignmentScores,
@@ -46,6 +46,7 @@ __all__ = [
     "default_lr",
     "RealignmentHead",
     "contrastive_alignment_loss",
+    "NEGATIVES",
     "realignment_loss",
     "hidden_at_layer",
     "Realigner",

@@ -1,8 +1,9 @@
 """From a parallel corpus to realignment batches.
 
 Word pairs of every sentence pair (see :mod:`~layerscope.realign.pairs`) become
-:class:`Example` objects that hold sub-token ids cut at ``max_length`` and the position of the
-first sub-token of each aligned word. :class:`RoundRobinSampler` draws batches of sentence
+:class:`Example` objects that hold sub-token ids cut at ``max_length``, the position of the
+first sub-token of each aligned word and of every word of both sentences (the loss's
+candidates). :class:`RoundRobinSampler` draws batches of sentence
 pairs round-robin over the languages: slot *k* of the stream comes from language *k* mod *n*,
 each language walking through its own seeded permutation, reshuffled every pass.
 """
@@ -18,6 +19,7 @@ import torch
 from .. import progress
 from ..errors import LayerscopeError
 from ..provenance import grouped_hash
+from .loss import check_negatives
 from .pairs import Link, PairSource
 from .words import Words, encode_words, get_segmenter, split_words
 
@@ -27,12 +29,15 @@ log = logging.getLogger(__name__)
 @dataclass
 class Example:
     """One sentence pair ready for the model; ``links`` are (source position, target position)
-    of the first sub-tokens of aligned words."""
+    of the first sub-tokens of aligned words; ``src_words``/``tgt_words`` the first-sub-token
+    positions of every word of each sentence (distinct, sorted; empty: the linked words only)."""
 
     lang: str
     src_ids: list[int]
     tgt_ids: list[int]
     links: list[tuple[int, int]]
+    src_words: list[int] = field(default_factory=list)
+    tgt_words: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -48,19 +53,26 @@ class RealignmentData:
         return list(self.examples)
 
     def content_hash(self) -> str:
-        return grouped_hash(self.examples, lambda ex: repr((ex.src_ids, ex.tgt_ids, ex.links)))
+        return grouped_hash(self.examples,
+                            lambda ex: repr((ex.src_ids, ex.tgt_ids, ex.links, ex.src_words, ex.tgt_words)))
 
 
 def build_examples(tokenizer, lang: str, src: Sequence[Words], tgt: Sequence[Words],
-                   links: Sequence[Sequence[Link]], max_length: int) -> list[Example]:
+                   links: Sequence[Sequence[Link]], max_length: int, *,
+                   keep_space_tokens: bool = False, negatives: str = "batch-words") -> list[Example]:
     """Tokenise sentence pairs and map word links to first-sub-token positions.
 
     Links whose word was cut off by ``max_length`` are dropped; when two words share their
     first sub-token (a token spanning characters of two words) only the first link is kept,
     so links stay one-to-one on tokens. Sentence pairs left without a link are dropped.
+    Standalone ``▁`` tokens are deleted from the input, as published, unless ``keep_space_tokens``.
+    ``negatives="batch-words"`` records every word's first sub-token (the loss's candidates, as
+    published); ``"aligned"`` records none, so that the aligned words are the only candidates.
     """
-    enc_src = encode_words(tokenizer, src, max_length)
-    enc_tgt = encode_words(tokenizer, tgt, max_length)
+    every_word = check_negatives(negatives) == "batch-words"
+    drop = not keep_space_tokens
+    enc_src = encode_words(tokenizer, src, max_length, drop_space_tokens=drop)
+    enc_tgt = encode_words(tokenizer, tgt, max_length, drop_space_tokens=drop)
     examples = []
     for es, et, pairs in zip(enc_src, enc_tgt, links):
         used_src: set[int] = set()
@@ -74,13 +86,23 @@ def build_examples(tokenizer, lang: str, src: Sequence[Words], tgt: Sequence[Wor
             used_tgt.add(b)
             positions.append((a, b))
         if positions:
-            examples.append(Example(lang, es.input_ids, et.input_ids, positions))
+            examples.append(Example(lang, es.input_ids, et.input_ids, positions,
+                                    _word_positions(es.first) if every_word else [],
+                                    _word_positions(et.first) if every_word else []))
     return examples
 
 
+def _word_positions(first: Sequence[int | None]) -> list[int]:
+    """Distinct first-sub-token positions of the words that survived the cut."""
+    return sorted({t for t in first if t is not None})
+
+
 def extract_pairs(tokenizer, corpus, source: PairSource, *, max_length: int = 96,
-                  segmenter: str | None = None) -> RealignmentData:
-    """Word pairs of every language of ``corpus`` (a ParallelCorpus), tokenised for the model.
+                  segmenter: str | None = None, keep_space_tokens: bool = False,
+                  negatives: str = "batch-words") -> RealignmentData:
+    """Word pairs of every language of ``corpus`` (a ParallelCorpus), tokenised for the model
+    (standalone ``▁`` tokens deleted unless ``keep_space_tokens``; the loss's candidates chosen
+    by ``negatives``, see :func:`build_examples`).
 
     Raises LayerscopeError for a language with no usable pair, naming it, before any training.
     """
@@ -99,7 +121,8 @@ def extract_pairs(tokenizer, corpus, source: PairSource, *, max_length: int = 96
             src_words = [split_words(s, corpus.pivot, segmenter=split) for s in pivot_side]
             tgt_words = [split_words(s, lang, segmenter=split) for s in target_side]
             links = source.align(src_words, tgt_words, lang=lang, pivot=corpus.pivot)
-            examples = build_examples(tokenizer, lang, src_words, tgt_words, links, max_length)
+            examples = build_examples(tokenizer, lang, src_words, tgt_words, links, max_length,
+                                      keep_space_tokens=keep_space_tokens, negatives=negatives)
             data.examples[lang] = examples
             data.sentences[lang] = len(target_side)
             data.word_pairs[lang] = sum(len(ex.links) for ex in examples)
@@ -181,24 +204,35 @@ class RoundRobinSampler:
 @dataclass
 class Batch:
     """A padded batch: source rows first, then target rows. ``src_index``/``tgt_index`` are
-    (row, position) of the aligned words' first sub-tokens, pair ``k`` of one with ``k`` of the other."""
+    (row, position) of the aligned words' first sub-tokens, pair ``k`` of one with ``k`` of the
+    other. ``word_index`` is (row, position) of the first sub-token of every word of every
+    sentence (M words), and ``src_word``/``tgt_word`` (N,) the aligned pairs' rows among them."""
 
     input_ids: torch.Tensor  # (2B, T)
     attention_mask: torch.Tensor  # (2B, T)
     src_index: tuple[torch.Tensor, torch.Tensor]
     tgt_index: tuple[torch.Tensor, torch.Tensor]
+    word_index: tuple[torch.Tensor, torch.Tensor]  # (M,), (M,)
+    src_word: torch.Tensor  # (N,)
+    tgt_word: torch.Tensor  # (N,)
 
     @property
     def num_pairs(self) -> int:
         return int(self.src_index[0].numel())
 
+    @property
+    def num_words(self) -> int:
+        return int(self.word_index[0].numel())
+
     def to(self, device) -> "Batch":
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device),
-                     tuple(t.to(device) for t in self.src_index), tuple(t.to(device) for t in self.tgt_index))
+        pair = lambda index: tuple(t.to(device) for t in index)  # noqa: E731
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device), pair(self.src_index),
+                     pair(self.tgt_index), pair(self.word_index), self.src_word.to(device), self.tgt_word.to(device))
 
 
 def collate(examples: Sequence[Example], pad_id: int) -> Batch:
-    """Pad the source and target sentences of ``examples`` into one (2B, T) batch."""
+    """Pad the source and target sentences of ``examples`` into one (2B, T) batch and list the
+    words of every sentence (the linked words at least) with the aligned pairs among them."""
     sequences = [ex.src_ids for ex in examples] + [ex.tgt_ids for ex in examples]
     width = max(len(ids) for ids in sequences)
     input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
@@ -207,6 +241,16 @@ def collate(examples: Sequence[Example], pad_id: int) -> Batch:
         input_ids[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
         attention[row, :len(ids)] = 1
     b = len(examples)
+    word_of: dict[tuple[int, int], int] = {}  # (row, position) -> word number
+
+    def add_words(row: int, positions) -> None:
+        for position in positions:
+            word_of.setdefault((row, position), len(word_of))
+
+    for row, ex in enumerate(examples):
+        add_words(row, sorted(set(ex.src_words) | {a for a, _ in ex.links}))
+    for row, ex in enumerate(examples):
+        add_words(b + row, sorted(set(ex.tgt_words) | {c for _, c in ex.links}))
     src_rows, src_pos, tgt_rows, tgt_pos = [], [], [], []
     for row, ex in enumerate(examples):
         for a, c in ex.links:
@@ -215,4 +259,8 @@ def collate(examples: Sequence[Example], pad_id: int) -> Batch:
             tgt_rows.append(b + row)
             tgt_pos.append(c)
     as_long = lambda values: torch.tensor(values, dtype=torch.long)  # noqa: E731
-    return Batch(input_ids, attention, (as_long(src_rows), as_long(src_pos)), (as_long(tgt_rows), as_long(tgt_pos)))
+    words = list(word_of)
+    return Batch(input_ids, attention, (as_long(src_rows), as_long(src_pos)), (as_long(tgt_rows), as_long(tgt_pos)),
+                 (as_long([r for r, _ in words]), as_long([p for _, p in words])),
+                 as_long([word_of[k] for k in zip(src_rows, src_pos)]),
+                 as_long([word_of[k] for k in zip(tgt_rows, tgt_pos)]))

@@ -27,7 +27,7 @@ from ..errors import LayerscopeError
 from ..outputs import atomic_write, check_writable_location
 from ..provenance import versions
 from .data import RealignmentData, extract_pairs
-from .loss import PROJECTION_SIZE, TEMPERATURE
+from .loss import PROJECTION_SIZE, TEMPERATURE, check_negatives
 from .pairs import EmbeddingSource, PairSource, pair_source
 from .train import DURING_WEIGHT, RealignmentObjective, Realigner, resolve_layer
 
@@ -62,8 +62,9 @@ class RealignResult:
 
 def default_lr(encoder: Encoder) -> float:
     """2e-5 (mBERT, DistilmBERT and others) or 7.5e-6 for XLM-R, as published."""
-    model_type = getattr(encoder.model.config, "model_type", "")
-    return LR_XLMR if model_type in ("xlm-roberta", "xlm-roberta-xl") else LR_DEFAULT
+    from ..tasks.registry import is_xlmr
+
+    return LR_XLMR if is_xlmr(getattr(encoder.model.config, "model_type", "")) else LR_DEFAULT
 
 
 def check_layer_policy(policy: FreezePolicy, layer: int, num_layers: int) -> None:
@@ -235,6 +236,9 @@ def realign(
     held_out: int = 0,
     limit: int | None = None,
     segmenter: str | None = None,
+    negatives: str = "batch-words",
+    keep_space_tokens: bool = False,
+    casefold: bool = False,
     inplace: bool = False,
     on_step: Callable[[int, float], None] | None = None,
 ) -> RealignResult:
@@ -249,13 +253,16 @@ def realign(
     langs : target languages (default: all of the corpus).
     freeze : ``none``, ``lower`` (blocks 0 … L/2−1), ``upper`` (L/2 … L−1), ``embeddings``,
         block ranges such as ``0-5``, or combinations (``lower+embeddings``).
-    steps : optimiser steps (default: one pass over the sentence pairs with word pairs).
+    steps : optimiser steps (default: one pass over the sentence pairs with word pairs). The
+        published ``before`` schedule takes as many as the fine-tuning run:
+        :func:`layerscope.tasks.finetune_steps` gives that number.
     batch_size : sentence pairs per batch, drawn round-robin over languages (16); under
         ``accelerate launch`` the batch of each process.
     accumulation : micro-batches of ``batch_size`` whose gradients make one optimiser step (1).
         The effective batch is ``batch_size × accumulation × processes``.
     lr : Adam's constant learning rate (default 2e-5; 7.5e-6 for XLM-R).
-    layer : realignment layer, 0 = embeddings … L = last block (default L).
+    layer : realignment layer, 0 = embeddings … L = last block (default L); negative values
+        count from the end (-1 = L, -2 = L−1, the layer the official code realigns).
     max_length : sub-tokens per sentence (96).
     seed : seeds the head, dropout and the batch order; same seed → same weights on CPU.
     output : write the checkpoint here (atomically); periodic states go to ``*.partial.pt``.
@@ -263,9 +270,16 @@ def realign(
     resume : continue from ``output``'s partial state if there is one.
     held_out : keep the last N sentence pairs per language away from realignment
         (returned as ``result.held_out`` for evaluation).
+    negatives : the loss's candidates: ``"batch-words"`` (every word of every sentence of the
+        batch, both languages, as published) or ``"aligned"`` (the 2N aligned words only).
+    keep_space_tokens : keep the standalone ``▁`` tokens of SentencePiece tokenizers (XLM-R) in
+        the input; by default they are deleted before encoding, as published.
+    casefold : match dictionary words case-insensitively (``dict:`` pairs); by default words
+        match as written, as published.
     on_step : called as ``on_step(step, loss)`` after every step.
     """
     # ---------------------------------------------------------------- cheap checks first
+    check_negatives(negatives)
     for name, value, minimum in (("batch_size", batch_size, 1), ("accumulation", accumulation, 1),
                                  ("max_length", max_length, 4), ("held_out", held_out, 0)):
         if not isinstance(value, int) or value < minimum:
@@ -292,14 +306,15 @@ def realign(
     corpus = _read_parallel(parallel, pivot=pivot, langs=langs, limit=limit)
     _check_aligned(corpus)
     train_corpus, held = split_held_out(corpus, held_out)
-    pair_src = pair_source(pairs, encoder=encoder)
+    pair_src = pair_source(pairs, encoder=encoder, casefold=casefold)
     if isinstance(pair_src, EmbeddingSource):
         pair_src.max_length = max_length
     pair_src.check(train_corpus.languages, train_corpus.pivot)
 
     # ---------------------------------------------------------------- word pairs
     data: RealignmentData = extract_pairs(encoder.tokenizer, train_corpus, pair_src, max_length=max_length,
-                                          segmenter=segmenter)
+                                          segmenter=segmenter, keep_space_tokens=keep_space_tokens,
+                                          negatives=negatives)
     usable = sum(len(v) for v in data.examples.values())
     effective_batch = batch_size * accumulation * team.world_size
     total_steps = steps if steps is not None else max(1, math.ceil(usable / effective_batch))
@@ -318,6 +333,7 @@ def realign(
         "lr": learning_rate,
         "seed": seed,
         "max_length": max_length,
+        "negatives": negatives,
     }
     d = encoder.hidden_size
     meta: dict[str, Any] = {
@@ -338,6 +354,8 @@ def realign(
         "lr": learning_rate,
         "optimizer": "adam (constant learning rate)",
         "temperature": TEMPERATURE,
+        "negatives": negatives,
+        "space_tokens": "kept" if keep_space_tokens else "deleted",
         "projection": f"Linear({d},{d})-ReLU-Linear({d},{PROJECTION_SIZE}), discarded after realignment",
         "max_length": max_length,
         "seed": seed,
@@ -430,16 +448,22 @@ def during_objective(
     limit: int | None = None,
     weight: float = DURING_WEIGHT,
     segmenter: str | None = None,
+    negatives: str = "batch-words",
+    keep_space_tokens: bool = False,
+    casefold: bool = False,
 ) -> RealignmentObjective:
     """The ``during`` schedule's realignment term for a fine-tuning loop.
 
     Returns a :class:`~layerscope.realign.train.RealignmentObjective` bound to ``encoder``
     (not copied): ``objective.joint(task_loss)`` is ``task_loss + 0.1 × realignment loss`` of
     the next round-robin batch; add ``objective.parameters()`` (the head) to the optimiser.
+    ``negatives``, ``keep_space_tokens`` and ``casefold`` as in :func:`realign`.
     """
+    check_negatives(negatives)
     corpus = _read_parallel(parallel, pivot=pivot, langs=langs, limit=limit)
     _check_aligned(corpus)
-    source = pair_source(pairs, encoder=encoder)
+    source = pair_source(pairs, encoder=encoder, casefold=casefold)
     source.check(corpus.languages, corpus.pivot)
-    data = extract_pairs(encoder.tokenizer, corpus, source, max_length=max_length, segmenter=segmenter)
+    data = extract_pairs(encoder.tokenizer, corpus, source, max_length=max_length, segmenter=segmenter,
+                         keep_space_tokens=keep_space_tokens, negatives=negatives)
     return RealignmentObjective(encoder, data.examples, layer=layer, batch_size=batch_size, seed=seed, weight=weight)

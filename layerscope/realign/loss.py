@@ -1,7 +1,7 @@
 """The realignment objective: a projection head and a symmetric contrastive (InfoNCE) loss.
 
-Shapes: word vectors are ``(N, d)`` before the head and ``(N, 128)`` after it; row ``k`` of
-the source side and row ``k`` of the target side form an aligned pair.
+Shapes: the candidate words of a batch are ``(M, d)`` before the head and ``(M, 128)`` after
+it; two index vectors ``(N,)`` name the rows of the N aligned pairs.
 """
 
 from __future__ import annotations
@@ -34,32 +34,59 @@ class RealignmentHead(nn.Module):
         return self.net(vectors)
 
 
-def contrastive_alignment_loss(src_vecs: torch.Tensor, tgt_vecs: torch.Tensor,
+NEGATIVES = ("batch-words", "aligned")
+"""Candidate sets of the loss: ``batch-words`` (every word of every sentence of the batch, both
+languages, as published) or ``aligned`` (only the 2N aligned words)."""
+
+
+def check_negatives(negatives: str) -> str:
+    """``negatives`` if it names a candidate set, else a one-line error listing them."""
+    if negatives not in NEGATIVES:
+        from ..errors import LayerscopeError
+
+        raise LayerscopeError(f"unknown negatives {negatives!r}: use {' or '.join(NEGATIVES)}")
+    return negatives
+
+
+def contrastive_alignment_loss(words: torch.Tensor, src_index: torch.Tensor, tgt_index: torch.Tensor,
                                temperature: float = TEMPERATURE) -> torch.Tensor:
-    """Symmetric InfoNCE over cosine similarities of aligned word pairs.
+    """Symmetric InfoNCE over cosine similarities, as in AlignFreeze.
 
     Parameters
     ----------
-    src_vecs, tgt_vecs : tensors of shape (N, k); row ``i`` of each side is an aligned pair.
+    words : (M, k) projected vectors of the candidate words: as published, every word of every
+        sentence of the batch in both languages (each word's first sub-token).
+    src_index, tgt_index : (N,) rows of ``words``; ``words[src_index[i]]`` and
+        ``words[tgt_index[i]]`` are an aligned pair. The 2N rows must be distinct.
     temperature : the softmax temperature τ (0.1 in AlignFreeze).
 
-    Each of the 2N words is a query; its partner is the positive and every other word of the
-    batch, in both languages, a negative (only the query itself is left out). The loss is the
-    mean over the 2N queries of ``−log softmax(cos(q, ·)/τ)[partner]``: English→X and X→English.
+    Each of the 2N aligned words is a query; its partner is the positive and every other row
+    of ``words`` a negative (only the query itself is left out). The loss is the mean over the
+    2N queries of ``−log softmax_c(cos(q, c)/τ)[partner]``: English→X and X→English. With
+    ``words = cat(src, tgt)`` and the indices ``0…N−1`` / ``N…2N−1`` the candidates are the
+    aligned words only.
     """
-    if src_vecs.ndim != 2 or tgt_vecs.ndim != 2 or src_vecs.shape != tgt_vecs.shape:
-        raise ValueError(
-            f"src_vecs and tgt_vecs must both have shape (N, k); got {tuple(src_vecs.shape)} "
-            f"and {tuple(tgt_vecs.shape)}"
-        )
-    if src_vecs.shape[0] == 0:
+    if words.ndim != 2:
+        raise ValueError(f"words must have shape (M, k); got {tuple(words.shape)}")
+    src_index = torch.as_tensor(src_index, device=words.device)
+    tgt_index = torch.as_tensor(tgt_index, device=words.device)
+    if src_index.ndim != 1 or src_index.shape != tgt_index.shape:
+        raise ValueError(f"src_index and tgt_index must both have shape (N,); got {tuple(src_index.shape)} "
+                         f"and {tuple(tgt_index.shape)}")
+    if src_index.numel() == 0:
         raise ValueError("contrastive_alignment_loss needs at least one aligned pair (N >= 1)")
     if not temperature > 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    n = src_vecs.shape[0]
-    z = F.normalize(torch.cat([src_vecs, tgt_vecs], dim=0), dim=1)  # (2N, k)
-    logits = (z @ z.T) / temperature
-    self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    queries = torch.cat([src_index, tgt_index]).long()  # (2N,)
+    m = words.shape[0]
+    if int(queries.min()) < 0 or int(queries.max()) >= m:
+        raise ValueError(f"pair indices must be rows of words (0 … {m - 1})")
+    if torch.unique(queries).numel() != queries.numel():
+        raise ValueError("an aligned word appears twice in src_index/tgt_index; the 2N rows must be distinct")
+    partners = torch.cat([tgt_index, src_index]).long()
+    z = F.normalize(words, dim=1)  # (M, k)
+    logits = (z[queries] @ z.T) / temperature  # (2N, M)
+    self_mask = torch.zeros_like(logits, dtype=torch.bool)
+    self_mask[torch.arange(queries.numel(), device=words.device), queries] = True
     logits = logits.masked_fill(self_mask, float("-inf"))
-    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
-    return F.cross_entropy(logits, partner)
+    return F.cross_entropy(logits, partners)

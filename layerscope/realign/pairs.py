@@ -7,7 +7,8 @@ Three sources, looked up by name in :data:`PAIR_SOURCES`:
 ``dict:DIR``  a bilingual dictionary in MUSE format (``en_word xx_word`` per line) in
               ``DIR/en-xx.txt``. A pair is kept only if exactly one dictionary translation of
               the English word occurs exactly once in the target sentence and translates no
-              other English word of the sentence (and the English word occurs once).
+              other English word of the sentence (and the English word occurs once). Matching
+              is case-sensitive, as published (``casefold=True`` folds case on both sides).
 ``eflomal``   the statistical aligner eflomal (PyPI ``eflomal``), run in both directions and
               symmetrised with grow-diag-final-and.
 ``embed``     the model's own embeddings (as SimAlign): mutual argmax of the cosine similarity
@@ -139,8 +140,9 @@ def alignment_scores(predicted: Sequence[Iterable[Link]], sure: Sequence[Iterabl
 # --------------------------------------------------------------------------- dictionary
 
 
-def read_dictionary(path: str | Path, *, reverse: bool = False) -> dict[str, frozenset[str]]:
-    """A MUSE dictionary ``src_word tgt_word`` per line -> {src: {tgt, ...}} (case-folded).
+def read_dictionary(path: str | Path, *, reverse: bool = False, casefold: bool = False) -> dict[str, frozenset[str]]:
+    """A MUSE dictionary ``src_word tgt_word`` per line -> {src: {tgt, ...}}, the words as
+    written (case-folded with ``casefold``).
 
     With ``reverse``, the file is ``tgt_word src_word`` and is read the other way round.
     """
@@ -159,12 +161,16 @@ def read_dictionary(path: str | Path, *, reverse: bool = False) -> dict[str, fro
             skipped += bool(line.strip())
             continue
         a, b = (fields[1], fields[0]) if reverse else (fields[0], fields[1])
-        table[a.casefold()].add(b.casefold())
+        table[_fold(a, casefold)].add(_fold(b, casefold))
     if skipped:
         log.warning("%s: %d line(s) without exactly two words skipped", path, skipped)
     if not table:
         raise LayerscopeError("dictionary has no 'source_word target_word' lines", source=path)
     return {word: frozenset(translations) for word, translations in table.items()}
+
+
+def _fold(word: str, casefold: bool) -> str:
+    return word.casefold() if casefold else word
 
 
 def _occurrences(translation: str, tgt_keys: Sequence[str], joined: str | None,
@@ -181,7 +187,8 @@ def _occurrences(translation: str, tgt_keys: Sequence[str], joined: str | None,
     return found
 
 
-def dictionary_links(src: Words, tgt: Words, translations: Mapping[str, frozenset[str]]) -> list[Link]:
+def dictionary_links(src: Words, tgt: Words, translations: Mapping[str, frozenset[str]], *,
+                     casefold: bool = False) -> list[Link]:
     """Unambiguous one-to-one dictionary pairs of one sentence pair.
 
     Word ``i`` of ``src`` is linked to the target word where its translation occurs when
@@ -189,10 +196,12 @@ def dictionary_links(src: Words, tgt: Words, translations: Mapping[str, frozense
     occurs in ``tgt``, exactly once; (3) that translation translates no other word of ``src``;
     (4) in a spaceless target (one word per character), where a translation is matched as a
     run of characters, its run overlaps no other kept pair's run. The link points at the first
-    word of the run. Identical strings are dropped.
+    word of the run. Identical strings are dropped. Words are compared as written (as
+    published); ``casefold=True`` folds the sentences' case (``translations`` must then hold
+    case-folded words, as :func:`read_dictionary` gives with ``casefold=True``).
     """
-    src_keys = [token.casefold() for token in src.tokens]
-    tgt_keys = [token.casefold() for token in tgt.tokens]
+    src_keys = [_fold(token, casefold) for token in src.tokens]
+    tgt_keys = [_fold(token, casefold) for token in tgt.tokens]
     counts = Counter(src_keys)
     joined = None
     starts: dict[int, int] = {}
@@ -262,17 +271,21 @@ class PairSource:
 
 class DictionarySource(PairSource):
     """Pairs from MUSE dictionaries ``DIR/{pivot}-{lang}.txt`` (or ``{lang}-{pivot}.txt`` read in
-    reverse), or from in-memory tables ``{lang: {pivot_word: {translations}}}``."""
+    reverse), or from in-memory tables ``{lang: {pivot_word: {translations}}}``. Matching is
+    case-sensitive (as published) unless ``casefold``."""
 
     name = "dict"
 
-    def __init__(self, location: str | Path | Mapping[str, Mapping[str, Iterable[str]]]):
+    def __init__(self, location: str | Path | Mapping[str, Mapping[str, Iterable[str]]], *,
+                 casefold: bool = False):
         self._tables: dict[str, Mapping[str, frozenset[str]]] = {}
         self._files: dict[str, Path] = {}
+        self.casefold = casefold
         if isinstance(location, Mapping):
             self.location = None
             for lang, table in location.items():
-                self._tables[lang] = {k.casefold(): frozenset(v.casefold() for v in vs) for k, vs in table.items()}
+                self._tables[lang] = {_fold(k, casefold): frozenset(_fold(v, casefold) for v in vs)
+                                      for k, vs in table.items()}
         else:
             self.location = Path(location)
             if not self.location.exists():
@@ -318,19 +331,20 @@ class DictionarySource(PairSource):
                 raise LayerscopeError(f"no dictionary given for {lang}")
             path, reverse = self._file_for(lang, pivot)
             self._files[lang] = path
-            self._tables[lang] = read_dictionary(path, reverse=reverse)
+            self._tables[lang] = read_dictionary(path, reverse=reverse, casefold=self.casefold)
         return self._tables[lang]
 
     def raw_links(self, src, tgt, *, lang, pivot="en"):
         table = self.table(lang, pivot)
-        return [dictionary_links(s, t, table) for s, t in zip(src, tgt)]
+        return [dictionary_links(s, t, table, casefold=self.casefold) for s, t in zip(src, tgt)]
 
     def describe(self) -> dict[str, object]:
         files = {}
         for lang, path in self._files.items():
             files[lang] = {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:16]}
         return {"source": self.name, "location": str(self.location) if self.location else "in-memory",
-                "files": files, "rule": "unambiguous one-to-one (DESIGN.md)"}
+                "files": files, "rule": "unambiguous one-to-one (DESIGN.md)",
+                "case": "folded" if self.casefold else "sensitive"}
 
 
 class EflomalSource(PairSource):
@@ -520,10 +534,11 @@ ALIASES = {"dictionary": "dict", "dico": "dict", "muse": "dict", "simalign": "em
            "embedding": "embed", "embeddings": "embed"}
 
 
-def pair_source(spec: "str | PairSource", *, encoder=None) -> PairSource:
+def pair_source(spec: "str | PairSource", *, encoder=None, casefold: bool = False) -> PairSource:
     """A pair source from a spec: ``dict:DIR``, ``eflomal`` or ``embed[:LAYER]``.
 
-    ``encoder`` is the model whose embeddings the ``embed`` source uses.
+    ``encoder`` is the model whose embeddings the ``embed`` source uses; ``casefold`` makes
+    the dictionary source fold case (it matches words as written by default, as published).
     """
     if isinstance(spec, PairSource):
         if isinstance(spec, EmbeddingSource) and spec.encoder is None:
@@ -540,7 +555,7 @@ def pair_source(spec: "str | PairSource", *, encoder=None) -> PairSource:
     if kind == "dict":
         if not argument:
             raise LayerscopeError("the dict pair source needs a location: dict:DIR with en-xx.txt files")
-        return DictionarySource(argument)
+        return DictionarySource(argument, casefold=casefold)
     if kind == "eflomal":
         if argument:
             raise LayerscopeError(f"eflomal takes no argument (got {argument!r})")

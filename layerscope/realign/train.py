@@ -52,12 +52,15 @@ def hidden_at_layer(encoder: Encoder, input_ids: torch.Tensor, attention_mask: t
 
 def realignment_loss(encoder: Encoder, head: RealignmentHead, batch: Batch, layer: int,
                      temperature: float = TEMPERATURE) -> torch.Tensor:
-    """The contrastive realignment loss of one batch (gradients reach the encoder and head)."""
+    """The contrastive realignment loss of one batch (gradients reach the encoder and head).
+
+    The candidates are the batch's words (``batch.word_index``): every word of every sentence
+    as published, or the aligned words only when the examples were built with
+    ``negatives="aligned"`` (see :func:`~layerscope.realign.data.extract_pairs`)."""
     batch = batch.to(encoder.device)
     hidden = hidden_at_layer(encoder, batch.input_ids, batch.attention_mask, layer)
-    src = hidden[batch.src_index[0], batch.src_index[1]]
-    tgt = hidden[batch.tgt_index[0], batch.tgt_index[1]]
-    return contrastive_alignment_loss(head(src.float()), head(tgt.float()), temperature)
+    words = hidden[batch.word_index[0], batch.word_index[1]]  # (M, d)
+    return contrastive_alignment_loss(head(words.float()), batch.src_word, batch.tgt_word, temperature)
 
 
 def resolve_layer(encoder: Encoder, layer: int | None) -> int:

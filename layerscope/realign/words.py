@@ -186,11 +186,18 @@ class Encoded:
     token_words: list[int | None]  # for each sub-token, the word it belongs to (None: special/space)
 
 
-def encode_words(tokenizer, sentences: Sequence[Words], max_length: int) -> list[Encoded]:
+SPACE_TOKEN = "\u2581"  # SentencePiece's word-boundary marker, a token of its own before some words
+
+
+def encode_words(tokenizer, sentences: Sequence[Words], max_length: int, *,
+                 drop_space_tokens: bool = False) -> list[Encoded]:
     """Tokenise the sentences (cut at ``max_length`` sub-tokens) and locate every word.
 
     A word's first sub-token is the first token whose character offsets overlap the word,
     skipping a bare prefix marker (``▁``, ``Ġ``) when a later token of the word carries text.
+    With ``drop_space_tokens`` the standalone ``▁`` tokens a SentencePiece tokenizer (XLM-R)
+    emits before some words are deleted from the input before the cut, as the published
+    realignment pipeline does; tokenizers without such tokens are unaffected.
     """
     if not sentences:
         return []
@@ -198,11 +205,15 @@ def encode_words(tokenizer, sentences: Sequence[Words], max_length: int) -> list
         raise LayerscopeError(
             f"word pairs need a fast tokenizer (character offsets); {type(tokenizer).__name__} is not one"
         )
-    batch = tokenizer([w.text for w in sentences], truncation=True, max_length=max_length,
+    # with deletion, cut later: a sentence loses at most every other token to it
+    limit = 2 * max_length if drop_space_tokens else max_length
+    batch = tokenizer([w.text for w in sentences], truncation=True, max_length=limit,
                       return_offsets_mapping=True, return_attention_mask=False,
-                      return_token_type_ids=False)
+                      return_token_type_ids=False, return_special_tokens_mask=drop_space_tokens)
     out = []
-    for words, ids, offsets in zip(sentences, batch["input_ids"], batch["offset_mapping"]):
+    for row, (words, ids, offsets) in enumerate(zip(sentences, batch["input_ids"], batch["offset_mapping"])):
+        if drop_space_tokens:
+            ids, offsets = _drop_space_tokens(tokenizer, ids, offsets, batch["special_tokens_mask"][row], max_length)
         tokens = tokenizer.convert_ids_to_tokens(ids)
         first: list[int | None] = [None] * len(words)
         token_words: list[int | None] = [None] * len(ids)
@@ -231,3 +242,21 @@ def encode_words(tokenizer, sentences: Sequence[Words], max_length: int) -> list
                         break
         out.append(Encoded(list(ids), first, token_words))
     return out
+
+
+def _drop_space_tokens(tokenizer, ids: Sequence[int], offsets: Sequence, special: Sequence[int],
+                       max_length: int) -> tuple[list[int], list]:
+    """``ids``/``offsets`` without standalone ``▁`` tokens, cut to ``max_length`` the way the
+    tokenizer cuts: leading and trailing special tokens kept, the text in between shortened."""
+    pieces = tokenizer.convert_ids_to_tokens(list(ids))
+    keep = [t for t, piece in enumerate(pieces) if special[t] or piece != SPACE_TOKEN]
+    lead = 0
+    while lead < len(keep) and special[keep[lead]]:
+        lead += 1
+    trail = 0
+    while trail < len(keep) - lead and special[keep[len(keep) - 1 - trail]]:
+        trail += 1
+    if len(keep) > max_length:
+        body = keep[lead:len(keep) - trail][:max(0, max_length - lead - trail)]
+        keep = keep[:lead] + body + keep[len(keep) - trail:]
+    return [ids[t] for t in keep], [offsets[t] for t in keep]

@@ -96,6 +96,7 @@ class SweepConfig:
     aligners: dict[str, AlignerEntry]
     executor: ExecutorSettings
     local_paths: dict[str, Path] = field(default_factory=dict)
+    realign_options: dict[str, Any] = field(default_factory=dict)  # finetune keywords of realigned runs
 
 
 _MISSING = object()
@@ -237,7 +238,7 @@ def parse_config(data: dict[str, Any], *, path: str | Path, base: str | Path | N
     top = _Table(data, "", path, ("sweep", "models", "tasks", "aligners", "executor"))
     sweep = _Table(top.get("sweep", "table"), "sweep", path,
                    ("name", "output", "seeds", "freeze", "schedules", "baseline", "parallel", "realign_langs",
-                    "device", "precision"))
+                    "device", "precision", *_REALIGN_OPTIONS))
     seeds = _seeds(sweep)
     schedules = tuple(_as_list(sweep.get("schedules", "string or list of strings", ["before"])))
     for schedule in schedules:
@@ -262,7 +263,7 @@ def parse_config(data: dict[str, Any], *, path: str | Path, base: str | Path | N
         output=Path(paths.path(output, "sweep.output")) if output else paths.base / "runs" / path.stem,
         baseline=baseline, device=sweep.choice("device", DEVICES, "auto"),
         precision=sweep.choice("precision", PRECISIONS, "auto"), models=models, tasks=tasks, aligners=aligners,
-        executor=_executor(top, path), local_paths={},
+        executor=_executor(top, path), local_paths={}, realign_options=_realign_options(sweep),
     )
     paths.found.pop("sweep.output", None)
     object.__setattr__(config, "local_paths", dict(paths.found))
@@ -270,6 +271,20 @@ def parse_config(data: dict[str, Any], *, path: str | Path, base: str | Path | N
 
     expand(config)  # refuses grids whose run ids would collide
     return config
+
+
+_REALIGN_OPTIONS = {  # [sweep] key -> kind; finetune keywords of every realigned run
+    "realign_negatives": "string", "realign_keep_space_tokens": "boolean", "realign_casefold": "boolean",
+}
+
+
+def _realign_options(sweep: _Table) -> dict[str, Any]:
+    from ..realign.loss import NEGATIVES
+
+    options = {key: sweep.get(key, kind) for key, kind in _REALIGN_OPTIONS.items() if key in sweep.data}
+    if "realign_negatives" in options:
+        sweep.choice("realign_negatives", NEGATIVES, NEGATIVES[0])
+    return options
 
 
 def _seeds(sweep: _Table) -> tuple[int, ...]:
@@ -318,9 +333,7 @@ def _models(top: _Table, path: Path, paths: _Paths) -> dict[str, ModelEntry]:
         lr = t.positive("realign_lr", "number")
         if lr is not None and not lr < 1:
             raise t.error("realign_lr", f"must be in (0, 1), got {lr!r}")
-        layer = t.get("realign_layer", "integer", None)
-        if layer is not None and layer < 0:
-            raise t.error("realign_layer", f"must be >= 0, got {layer!r}")
+        layer = t.get("realign_layer", "integer", None)  # negative: from the end (-2 = L-1), checked at run time
         arch = t.get("model", "string", None)
         models[key] = ModelEntry(key=key, source=paths.model_source(t.get("source", "string"), t.name("source")),
                                  name=t.get("name", "string", key), realign_lr=lr, realign_layer=layer,
@@ -334,8 +347,9 @@ _TASK_OPTIONS = {  # finetune keyword -> kind
     "epochs": "number", "steps": "integer", "lr": "number", "batch_size": "integer", "micro_batch_size": "integer",
     "max_length": "integer", "limit": "integer", "eval_limit": "integer", "warmup": "number",
     "weight_decay": "number", "labels": "list of strings", "realign_steps": "integer", "source_lang": "string",
+    "max_grad_norm": "number",
 }
-_NON_NEGATIVE = ("warmup", "weight_decay")
+_NON_NEGATIVE = ("warmup", "weight_decay", "max_grad_norm")
 
 
 def _task_aligners(t: _Table, aligners: dict[str, AlignerEntry]) -> tuple[str, ...] | None:

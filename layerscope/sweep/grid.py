@@ -98,7 +98,7 @@ def _finetune_kwargs(config: SweepConfig, model: ModelEntry, task: TaskEntry, me
     else:
         kwargs.update(realign=schedule, freeze=freeze, pairs=aligner.pairs, parallel=aligner.parallel,
                       realign_langs=aligner.realign_langs, realign_lr=model.realign_lr,
-                      realign_layer=model.realign_layer)
+                      realign_layer=model.realign_layer, **config.realign_options)
     kwargs.update(options)
     return {k: v for k, v in kwargs.items() if v is not None}
 

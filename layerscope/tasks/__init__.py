@@ -3,6 +3,7 @@
 =================================  ==============================================================
 :func:`finetune`                   the job: (realign →) fine-tune → zero-shot evaluation, per seed
 :class:`FinetuneResult`            its tables: per-seed (wide), tidy, run information
+:func:`finetune_steps`             the optimiser steps a fine-tuning run takes (``before`` schedule)
 :func:`get_task`, ``TASKS``        the task registry (pos, ner, nli, qa)
 :func:`load_task_data`             a train/eval spec -> examples per language
 :func:`read_conllu_upos`,          readers of UD CoNLL-U, WikiANN IOB2, XNLI TSV, SQuAD JSON
@@ -33,19 +34,21 @@ from .data import (
 )
 from .evaluate import evaluate_language
 from .heads import TaskModel
-from .job import FinetuneConfig, FinetuneResult, finetune, method_name
-from .registry import TASKS, Task, get_task
+from .job import FinetuneConfig, FinetuneResult, finetune, finetune_steps, method_name
+from .registry import TASKS, Task, get_task, is_xlmr
 from .sources import TaskData, load_task_data
 from .train import TrainSettings, train_task
 
 __all__ = [
     "finetune",
+    "finetune_steps",
     "FinetuneConfig",
     "FinetuneResult",
     "method_name",
     "TASKS",
     "Task",
     "get_task",
+    "is_xlmr",
     "TaskData",
     "load_task_data",
     "TaggedSentence",

@@ -66,6 +66,7 @@ class FinetuneConfig:
     lr: float | None = None
     warmup: float = 0.1
     weight_decay: float = 0.0
+    max_grad_norm: float = 0.0
     max_length: int | None = None
     doc_stride: int = 128
     limit: int | None = None
@@ -79,10 +80,14 @@ class FinetuneConfig:
     realign_layer: int | None = None
     realign_batch_size: int = 16
     realign_max_length: int = 96
+    realign_negatives: str = "batch-words"
+    realign_keep_space_tokens: bool = False
+    realign_casefold: bool = False
     during_weight: float = 0.1
     device: str = "auto"
     precision: str = "auto"
     eval_batch_size: int = 64
+    model_type: str | None = None  # the model config's; picks the learning rate (XLM-R: 7.5e-6)
 
     def __post_init__(self) -> None:
         seeds = self.seeds
@@ -115,6 +120,11 @@ class FinetuneConfig:
                 raise LayerscopeError(f"{name} must be a positive integer, got {value!r}")
         if self.realign_lr is not None and not 0 < self.realign_lr < 1:
             raise LayerscopeError(f"realignment learning rate must be in (0, 1), got {self.realign_lr!r}")
+        from ..realign.loss import check_negatives
+
+        check_negatives(self.realign_negatives)
+        if not self.max_grad_norm >= 0:
+            raise LayerscopeError(f"max_grad_norm must be >= 0 (0: no clipping), got {self.max_grad_norm!r}")
         if not self.during_weight > 0:
             raise LayerscopeError(f"the during weight must be positive, got {self.during_weight!r}")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
@@ -132,8 +142,9 @@ class FinetuneConfig:
         task = self.task_spec
         return TrainSettings(epochs=self.epochs if self.epochs is not None else task.epochs, steps=self.steps,
                              batch_size=self.batch_size, micro_batch_size=self.micro_batch_size,
-                             lr=self.lr if self.lr is not None else task.lr, warmup=self.warmup,
-                             weight_decay=self.weight_decay, seed=seed)
+                             lr=self.lr if self.lr is not None else task.default_lr(self.model_type),
+                             warmup=self.warmup, weight_decay=self.weight_decay,
+                             max_grad_norm=self.max_grad_norm, seed=seed)
 
     @property
     def freeze_policy(self) -> str:
@@ -239,28 +250,49 @@ class _Prepared:
     labels: list[str]
 
 
-def _prepare(spec: Task, config: FinetuneConfig, tokenizer, train: Spec, eval: Spec, dev: Spec | None,
-             labels: Sequence[str] | None) -> _Prepared:
+def _read_train(spec: Task, config: FinetuneConfig, tokenizer, train: Spec, labels: Sequence[str] | None):
+    """The training data, its label list and features, as a fine-tuning run reads them."""
     train_data = load_task_data(spec, train, role="train", limit=config.limit, default_lang=config.source_lang)
     if len(train_data.examples) != 1:
         raise LayerscopeError(f"training data must be one language, got {', '.join(train_data.languages)}")
     train_lang, train_examples = next(iter(train_data.examples.items()))
+    label_list = _label_list(spec, train_examples, labels)
+    label_to_id = {label: i for i, label in enumerate(label_list)}
+    features = _encode(spec, tokenizer, train_examples, label_to_id, config, training=True,
+                       where=f"training data ({train_lang})")
+    return train_data, train_lang, train_examples, label_list, label_to_id, features
+
+
+def _prepare(spec: Task, config: FinetuneConfig, tokenizer, train: Spec, eval: Spec, dev: Spec | None,
+             labels: Sequence[str] | None) -> _Prepared:
+    train_data, train_lang, train_examples, label_list, label_to_id, train_features = \
+        _read_train(spec, config, tokenizer, train, labels)
     eval_data = load_task_data(spec, eval, role="eval", limit=config.eval_limit)
     dev_data = load_task_data(spec, dev, role="dev", limit=config.eval_limit, default_lang=train_lang) \
         if dev is not None else None
-    label_list = _label_list(spec, train_examples, labels)
-    label_to_id = {label: i for i, label in enumerate(label_list)}
 
     def encode(examples, *, training, where):
         return _encode(spec, tokenizer, examples, label_to_id, config, training=training, where=where)
 
-    train_features = encode(train_examples, training=True, where=f"training data ({train_lang})")
     eval_features = {lang: encode(items, training=False, where=f"{lang} evaluation data ({eval_data.origins[lang]})")
                      for lang, items in eval_data.examples.items()}
     dev_examples = next(iter(dev_data.examples.values())) if dev_data is not None else None
     dev_features = encode(dev_examples, training=False, where="dev data") if dev_examples is not None else None
     return _Prepared(train_lang, train_examples, train_features, train_data, eval_data, eval_features,
                      dev_examples, dev_features, dev_data, label_list)
+
+
+def finetune_steps(tokenizer, *, task: str, train: Spec, epochs: float | None = None, steps: int | None = None,
+                   batch_size: int = 32, max_length: int | None = None, limit: int | None = None,
+                   source_lang: str = "en", labels: Sequence[str] | None = None) -> int:
+    """The optimiser steps :func:`finetune` takes with these settings: ⌈epochs × ⌈features /
+    batch_size⌉⌉ (a feature is an example, or a QA context window), the task's defaults for
+    what is not given. The published ``before`` schedule realigns for this many steps."""
+    config = FinetuneConfig(task=task, epochs=epochs, steps=steps, batch_size=batch_size, max_length=max_length,
+                            limit=limit, source_lang=source_lang, micro_batch_size=1)
+    spec = config.task_spec
+    *_, features = _read_train(spec, config, tokenizer, train, labels)
+    return config.train_settings(0).total_steps(len(features))
 
 
 def _realign_before(encoder, config: FinetuneConfig, seed: int, steps: int, pivot: str, device):
@@ -271,7 +303,8 @@ def _realign_before(encoder, config: FinetuneConfig, seed: int, steps: int, pivo
         encoder, parallel=config.parallel, pairs=config.pairs, langs=config.realign_langs,
         freeze=config.freeze_policy, steps=steps, batch_size=config.realign_batch_size, lr=config.realign_lr,
         layer=config.realign_layer, max_length=config.realign_max_length, seed=seed, device=device, inplace=True,
-        pivot=pivot,
+        pivot=pivot, negatives=config.realign_negatives, keep_space_tokens=config.realign_keep_space_tokens,
+        casefold=config.realign_casefold,
     )
     info = {"steps": steps, "distinct": int(sum(result.sentence_counts.values())),
             "repeated": steps * config.realign_batch_size,
@@ -287,7 +320,8 @@ def _realign_during(encoder, config: FinetuneConfig, seed: int, steps: int, pivo
     objective = during_objective(
         encoder, config.parallel, pairs=config.pairs, langs=config.realign_langs, pivot=pivot,
         layer=config.realign_layer, batch_size=config.realign_batch_size, max_length=config.realign_max_length,
-        seed=seed, weight=config.during_weight,
+        seed=seed, weight=config.during_weight, negatives=config.realign_negatives,
+        keep_space_tokens=config.realign_keep_space_tokens, casefold=config.realign_casefold,
     )
     batches = getattr(objective, "batches", None)  # sentence pairs with word pairs, for the table
     distinct = sum(len(v) for v in batches.examples.values()) if batches is not None else 0
@@ -377,6 +411,7 @@ def finetune(
     lr: float | None = None,
     warmup: float = 0.1,
     weight_decay: float = 0.0,
+    max_grad_norm: float = 0.0,
     max_length: int | None = None,
     labels: Sequence[str] | None = None,
     limit: int | None = None,
@@ -389,6 +424,9 @@ def finetune(
     realign_lr: float | None = None,
     realign_layer: int | None = None,
     realign_batch_size: int = 16,
+    realign_negatives: str = "batch-words",
+    realign_keep_space_tokens: bool = False,
+    realign_casefold: bool = False,
     during_weight: float = 0.1,
     model: str | None = None,
     model_name: str | None = None,
@@ -418,11 +456,13 @@ def finetune(
     method : the method label in the tables (default: the published naming, see
         :func:`~layerscope.tasks.results.method_name`).
     dev : source-language evaluation data, reported as ``final_eval_same_<metric>``.
-    epochs, steps : training length (default: the task's epochs, 5 for pos/ner, 2 for nli/qa).
+    epochs, steps : training length (default: the task's epochs, 5 for pos, ner and qa, 2 for nli).
     batch_size : effective batch (32), reached by accumulating micro-batches of ``micro_batch_size``.
-    lr : AdamW peak learning rate (default 2e-5, 3e-5 for qa); ``warmup``: fraction of steps of
+    lr : AdamW peak learning rate (default 2e-5; 7.5e-6 for XLM-R, told by the model config's
+        ``model_type``, as the official scripts set them); ``warmup``: fraction of steps of
         linear warm-up (0.1), then linear decay to 0.
-    max_length : sub-tokens per input (128; 384 for qa).
+    max_grad_norm : clip the gradient norm to this (default 0: no clipping, as published).
+    max_length : sub-tokens per input (96 for every task, as published).
     labels : the label set of ner (default: the labels of the training file).
     limit, eval_limit : use at most this many training examples / examples per evaluation language.
     parallel, pairs, realign_langs, freeze, realign_steps, realign_lr, realign_layer,
@@ -430,6 +470,9 @@ def finetune(
         defaults to ``lower`` (AlignFreeze) for ``before`` and ``none`` for ``during``, where it
         keeps the realignment gradient out of the frozen blocks; ``realign_steps`` defaults to the
         number of fine-tuning steps.
+    realign_negatives, realign_keep_space_tokens, realign_casefold : the realignment's
+        conventions, ``negatives``, ``keep_space_tokens`` and ``casefold`` of
+        :func:`layerscope.realign.realign` (default: as published).
     model : architecture and tokenizer for bare weights; ``model_name``: the ``model`` column.
     device : ``auto``, ``cpu`` or ``cuda``; ``precision``: ``auto`` (bf16 autocast on a GPU), ``fp32``, ``bf16``.
     output : write ``output`` (per-seed CSV), ``<stem>.tidy.csv`` and ``<stem>.json``; they are
@@ -448,10 +491,13 @@ def finetune(
     config = FinetuneConfig(
         task=task, seeds=seeds, realign=realign, include_baseline=include_baseline, method=method,
         source_lang=source_lang, epochs=epochs, steps=steps, batch_size=batch_size,
-        micro_batch_size=micro_batch_size, lr=lr, warmup=warmup, weight_decay=weight_decay, max_length=max_length,
+        micro_batch_size=micro_batch_size, lr=lr, warmup=warmup, weight_decay=weight_decay,
+        max_grad_norm=max_grad_norm, max_length=max_length,
         limit=limit, eval_limit=eval_limit, parallel=parallel, pairs=pairs, realign_langs=realign_langs,
         freeze=freeze, realign_steps=realign_steps, realign_lr=realign_lr, realign_layer=realign_layer,
-        realign_batch_size=realign_batch_size, during_weight=during_weight, device=device, precision=precision,
+        realign_batch_size=realign_batch_size, realign_negatives=realign_negatives,
+        realign_keep_space_tokens=realign_keep_space_tokens, realign_casefold=realign_casefold,
+        during_weight=during_weight, device=device, precision=precision,
     )
     spec = config.task_spec
     paths = output_paths(output) if output is not None else {}
@@ -463,6 +509,7 @@ def finetune(
         _label_list(spec, [], labels)  # a bad label set fails before any data is read
     base = _as_encoder(source, model, target, trust_remote_code)
     base.model.to(target)
+    config = dataclasses.replace(config, model_type=getattr(base.model.config, "model_type", None))
     prep = _prepare(spec, config, base.tokenizer, train, eval, dev, labels)
     reference = majority_scores(spec, prep.train, prep.evals.examples)
 
@@ -500,6 +547,8 @@ def finetune(
                 if prep.dev_data is not None else None),
         "majority_baseline": reference,
         "finetuning_steps": total_steps,
+        "finetuning": {key: getattr(config.train_settings(0), key) for key in ("epochs", "lr", "max_grad_norm")}
+        | {"max_length": config.max_length or spec.max_length, "model_type": config.model_type},
         "methods": [m for m, _ in methods],
         "runs": [],
         "command": command,

@@ -5,8 +5,9 @@ into micro-batches of ``micro_batch_size`` whose summed losses are divided by th
 batch's total units (labelled tokens or examples), so the step is the same however the batch
 is split. The learning rate rises linearly from 0 over the first ``warmup`` fraction of steps
 and falls linearly to 0 at the last step (the Hugging Face ``linear`` schedule). Gradients are
-clipped to norm 1. The example order is a fresh permutation per epoch from a generator seeded
-with ``seed``, and the global generator (dropout) is seeded too: a run is deterministic on CPU.
+clipped only when ``max_grad_norm`` is set (the official scripts do not clip). The example
+order is a fresh permutation per epoch from a generator seeded with ``seed``, and the global
+generator (dropout) is seeded too: a run is deterministic on CPU.
 
 Under ``accelerate launch`` every process builds the same effective batch and takes every
 ``world_size``-th micro-batch of it; each scales its summed loss by ``world_size / units`` and
@@ -46,7 +47,7 @@ class TrainSettings:
     lr: float = 2e-5
     warmup: float = 0.1
     weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = 0.0  # 0: no clipping, as published
     seed: int = 0
 
     def __post_init__(self) -> None:
