@@ -1,7 +1,8 @@
 """Batched extraction of every layer's sentence vectors, pooled, with an on-disk cache.
 
-One forward pass per batch returns all hidden states; the sentence vector of a layer is the
-mean over real tokens (special tokens and padding excluded). Sentences are sorted by length
+One forward pass per batch returns all hidden states; the sentence vector of a layer is pooled
+over the sentence's tokens (see :data:`POOLS`; default: the mean over real tokens, special
+tokens and padding excluded). Sentences are sorted by length
 and packed under a token budget, so padding stays small. The result for ``n`` sentences is a
 :class:`LayerStack` of shape ``(L+1, n, d)``, float32, in the input order.
 """
@@ -24,6 +25,36 @@ from .errors import LayerscopeError
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = "1"
+
+# pooling -> what it averages (padding is never included)
+POOLS = {
+    "mean": "mean over the sentence's tokens, special tokens ([CLS], [SEP], <s>, </s>) excluded",
+    "mean-with-special": "mean over all the sentence's tokens, special tokens included",
+    "first": "the first token's vector ([CLS] / <s> on encoders that add one)",
+}
+
+
+def check_pool(pool: str) -> str:
+    if pool not in POOLS:
+        raise LayerscopeError(f"unknown pooling {pool!r}: use one of {', '.join(POOLS)}")
+    return pool
+
+
+def pool_mask(attention: torch.Tensor, special: torch.Tensor, pool: str) -> torch.Tensor:
+    """The tokens each sentence's vector averages, (B, T) bool, from the right-padded batch's
+    attention mask and special-tokens mask (both (B, T))."""
+    check_pool(pool)
+    attended = attention.bool()
+    if pool == "mean-with-special":
+        return attended
+    if pool == "first":
+        first = torch.zeros_like(attended)
+        first[:, 0] = attended[:, 0]
+        return first
+    real = attended & ~special
+    empty_rows = ~real.any(dim=1)
+    real[empty_rows] = attended[empty_rows]  # a sentence of only special tokens
+    return real
 
 
 @dataclass
@@ -145,9 +176,9 @@ def pool_mean(hidden: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
     return summed / counts[None, :, None]
 
 
-def _cache_key(encoder: Encoder, sentences: Sequence[str], max_length: int) -> str:
+def _cache_key(encoder: Encoder, sentences: Sequence[str], max_length: int, pool: str = "mean") -> str:
     length = min(max_length, encoder.max_positions)
-    digest = hashlib.sha256(f"v{CACHE_VERSION}|{encoder.source_hash}|{length}|mean".encode())
+    digest = hashlib.sha256(f"v{CACHE_VERSION}|{encoder.source_hash}|{length}|{pool}".encode())
     for sentence in sentences:
         digest.update(sentence.encode() + b"\n")
     return digest.hexdigest()[:32]
@@ -163,17 +194,21 @@ def extract(
     precision: str = "auto",
     cache_dir: str | Path | None = None,
     bar=None,
+    pool: str = "mean",
 ) -> LayerStack:
-    """Mean-pooled sentence vectors of every layer, shape (L+1, n, d), float32, input order.
+    """Pooled sentence vectors of every layer, shape (L+1, n, d), float32, input order.
 
     ``precision``: ``auto`` (bf16 autocast on GPU, fp32 on CPU), ``fp32``, ``bf16`` or ``fp16``.
-    With ``cache_dir``, results are stored under a key of the model hash, sentences and settings.
+    ``pool``: one of :data:`POOLS` (default ``mean``: real tokens, special tokens excluded).
+    With ``cache_dir``, results are stored under a key of the model hash, sentences and settings
+    (the pooling included).
     """
+    check_pool(pool)
     if len(sentences) == 0:
         raise LayerscopeError(f"no sentences to encode for {lang or 'this language'}")
     cache_path = None
     if cache_dir is not None:
-        cache_path = Path(cache_dir) / f"{_cache_key(encoder, sentences, max_length)}.safetensors"
+        cache_path = Path(cache_dir) / f"{_cache_key(encoder, sentences, max_length, pool)}.safetensors"
         if cache_path.exists():
             from safetensors.torch import load_file
 
@@ -206,11 +241,8 @@ def extract(
                 ids[row, :length] = torch.tensor(encoded["input_ids"][index])
                 attention[row, :length] = 1
                 special[row, :length] = torch.tensor(encoded["special_tokens_mask"][index], dtype=torch.bool)
-            real = attention.bool() & ~special
-            empty_rows = ~real.any(dim=1)
-            real[empty_rows] = attention.bool()[empty_rows]  # a sentence of only special tokens
             hidden = forward_layers(encoder, {"input_ids": ids, "attention_mask": attention}, precision=precision)
-            pooled = pool_mean(hidden, real).cpu()
+            pooled = pool_mean(hidden, pool_mask(attention, special, pool)).cpu()
             out[:, batch_indices, :] = pooled
             bar.update(len(batch_indices))
     if own_bar:
@@ -234,6 +266,7 @@ def extract_corpus(
     max_length: int = 256,
     precision: str = "auto",
     cache_dir: str | Path | None = None,
+    pool: str = "mean",
 ) -> tuple[dict[str, LayerStack], dict[str, LayerStack]]:
     """Layer stacks of the pivot side and the target side of every language of ``corpus``.
 
@@ -246,7 +279,8 @@ def extract_corpus(
     distinct_pivots = {id(side): len(side) for side in corpus.pivot_sentences.values()}
     total = sum(distinct_pivots.values()) + sum(len(s) for s in corpus.targets.values())
     with progress.bar(total=total, desc=f"encode ({encoder.name})", unit="sent") as bar:
-        kwargs = dict(max_tokens=max_tokens, max_length=max_length, precision=precision, cache_dir=cache_dir, bar=bar)
+        kwargs = dict(max_tokens=max_tokens, max_length=max_length, precision=precision, cache_dir=cache_dir, bar=bar,
+                      pool=pool)
         for lang in corpus.languages:
             side = corpus.pivot_sentences[lang]
             if id(side) not in encoded_sides:

@@ -86,6 +86,8 @@ def compare(
     metrics: Sequence[str] = probes.DEFAULT_METRICS,
     baselines: bool = True,
     seed: int = 0,
+    shuffles: int = 5,
+    pool: str = "mean",
     cache_dir: str | Path | None = None,
     precision: str = "auto",
     max_length: int = 256,
@@ -106,6 +108,9 @@ def compare(
     corpus : a corpus spec (``flores:DIR``, ``tatoeba:DIR``, ``pud:DIR``, ``tsv:FILE``,
         ``sample``) or a :class:`~layerscope.corpora.ParallelCorpus`.
     langs : target languages (default: every language of the corpus but the pivot).
+    pool : sentence vector of a layer: ``mean`` (default: mean over real tokens, special tokens
+        excluded), ``mean-with-special`` or ``first`` (the first token, [CLS] / <s>).
+    shuffles : derangements behind the shuffled-pair baselines (mean and spread over them).
     output_dir : where to write the run directory; refused if it exists unless ``force``.
 
     Returns
@@ -114,7 +119,7 @@ def compare(
     ci_high), the ``run`` provenance dict and a printable ``summary``.
     """
     from . import outputs
-    from .activations import extract_corpus, resolve_device
+    from .activations import check_pool, extract_corpus, resolve_device
     from .corpora import ParallelCorpus, read_corpus
     from .encoder import Encoder, check_compatible, load_encoder
 
@@ -126,6 +131,9 @@ def compare(
     if precision not in ("auto", "fp32", "bf16", "fp16"):
         raise LayerscopeError(f"unknown precision {precision!r}: use auto, fp32, bf16 or fp16")
     torch_device = resolve_device(device)
+    check_pool(pool)
+    if isinstance(shuffles, bool) or not isinstance(shuffles, int) or shuffles < 1:
+        raise LayerscopeError(f"shuffles must be a positive whole number, got {shuffles!r}")
 
     tick = time.perf_counter()
     pivot = languages.normalize(pivot, source="--pivot")
@@ -148,22 +156,26 @@ def compare(
     check_compatible(base_encoder, realigned_encoder)
     timings["load_models"] = time.perf_counter() - tick
 
-    settings = probes.ProbeSettings(metrics=tuple(metrics), baselines=baselines, seed=seed)
-    extract_kwargs = dict(max_tokens=max_tokens, max_length=max_length, precision=precision, cache_dir=cache_dir)
+    settings = probes.ProbeSettings(metrics=tuple(metrics), baselines=baselines, seed=seed, shuffles=shuffles)
+    extract_kwargs = dict(max_tokens=max_tokens, max_length=max_length, precision=precision, cache_dir=cache_dir,
+                          pool=pool)
     tables = []
     stacks: dict[str, tuple[dict, dict]] = {}
+    hits: dict[str, dict] = {}
     for label, encoder in (("base", base_encoder), ("realigned", realigned_encoder)):
         tick = time.perf_counter()
         pivots, targets = extract_corpus(encoder, parallel, **extract_kwargs)
         timings[f"extract_{label}"] = time.perf_counter() - tick
         tick = time.perf_counter()
-        tables.append(probes.crosslingual_table(label, pivots, targets, settings))
+        hits[label] = {}
+        tables.append(probes.crosslingual_table(label, pivots, targets, settings, hits[label]))
         timings[f"metrics_{label}"] = time.perf_counter() - tick
         stacks[label] = (pivots, targets)
 
     tick = time.perf_counter()
     table = pd.concat(tables, ignore_index=True)
-    table = pd.concat([table, probes.delta_table(table)], ignore_index=True)
+    table = pd.concat([table, probes.delta_table(table, hits=hits, resamples=settings.resamples, seed=seed)],
+                      ignore_index=True)
     same_language_base = {pivot: next(iter(stacks["base"][0].values()))} if parallel.multiway else {}
     same_language_realigned = {pivot: next(iter(stacks["realigned"][0].values()))} if parallel.multiway else {}
     same_language_base.update(stacks["base"][1])
@@ -193,7 +205,12 @@ def compare(
         },
         "model": {"type": base_encoder.model.config.model_type, "blocks": base_encoder.num_layers,
                   "hidden_size": base_encoder.hidden_size, "layer_names": base_encoder.layer_names},
-        "config": {"metrics": list(metrics), "baselines": baselines, "seed": seed, "precision": precision,
+        "config": {"metrics": list(metrics), "baselines": baselines, "shuffles": shuffles, "seed": seed,
+                   "intervals": {"retrieval": "Wilson on the effective number of trials (paired directions)",
+                                 "retrieval_p2t/t2p": "Wilson on n",
+                                 "delta retrieval*": f"paired bootstrap over sentences, {settings.resamples} "
+                                                     "draws, seeded"},
+                   "pool": pool, "precision": precision,
                    "max_length": max_length, "max_tokens": max_tokens, "limit": limit, "device": str(torch_device),
                    "order": order, "regression_target": regression_target},
         "seed": seed,

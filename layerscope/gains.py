@@ -13,9 +13,15 @@ Per (model, task, method, language): mean and population standard deviation over
 falls against the baseline's one-standard-deviation band: ``above`` if
 ``mean > baseline mean + baseline std``, ``below`` if ``mean < baseline mean − baseline std``,
 else ``within`` (``undefined`` when the baseline has a single seed). Scores in [0, 1] are shown
-in points (×100). ``round_digits=1`` adds the published-table convention: means and stds rounded
-to 0.1 point (as numpy/pandas round) before comparing, exactly (in integer tenths), beside the
-exact comparison.
+in points (×100).
+
+Two conventions decide the band; both are always computed, ``convention`` picks the one that
+``band`` and the counts use:
+
+- ``published`` (default), as the published AlignFreeze notebook counts: means and stds rounded
+  to ``round_digits`` (default 1, i.e. 0.1 point, as numpy/pandas round) and then compared as
+  floats, so the float sum decides exact ties (62.3 + 0.3 = 62.599999999999994 < 62.6: above).
+- ``exact``: the unrounded means and stds.
 """
 
 from __future__ import annotations
@@ -172,10 +178,12 @@ class GainsResult:
     """Per-language gains over a baseline and the below / within / above counts.
 
     ``table``: one row per (model, task, method, lang) with ``n_seeds, mean, std,
-    baseline_n_seeds, baseline_mean, baseline_std, delta, band`` (and ``*_rounded`` columns
-    with ``round_digits``). ``averages``: per (model, task, method) the mean over languages,
-    seed by seed, then mean ± std over seeds. ``counts``: per (model, task, method) the numbers
-    of languages below / within / above the baseline band. Scores are in ``unit``.
+    baseline_n_seeds, baseline_mean, baseline_std, delta``, the ``*_rounded`` statistics, and
+    ``band_published``, ``band_exact`` and ``band`` (the one of ``convention``).
+    ``averages``: per (model, task, method) the mean over languages, seed by seed, then
+    mean ± std over seeds. ``counts``: per (model, task, method) the numbers of languages
+    below / within / above the baseline band under ``convention`` and, suffixed
+    ``_published`` / ``_exact``, under each convention. Scores are in ``unit``.
     """
 
     table: pd.DataFrame
@@ -185,7 +193,8 @@ class GainsResult:
     methods: list[str]
     metric: str
     unit: str
-    round_digits: int | None = None
+    round_digits: int = 1
+    convention: str = "published"
     notes: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
 
@@ -204,7 +213,8 @@ class GainsResult:
                                                 lambda tmp, f=frame: f.to_csv(tmp, index=False, float_format="%.6g")))
         written.append(outputs.atomic_write_text(directory / "table.txt", self.paper_table() + "\n"))
         meta = {"baseline": self.baseline, "methods": self.methods, "metric": self.metric, "unit": self.unit,
-                "round_digits": self.round_digits, "band": "baseline mean ± baseline population std over seeds",
+                "convention": self.convention, "round_digits": self.round_digits,
+                "band": "baseline mean ± baseline population std over seeds",
                 "sources": self.sources, "notes": self.notes, "versions": provenance.versions(),
                 **(settings or {})}
         written.append(outputs.atomic_write_json(directory / "gains.json", meta))
@@ -251,10 +261,15 @@ def _band(mean, low_ref, std_ref) -> np.ndarray:
     return np.where(np.isnan(mean) | np.isnan(std_ref) | np.isnan(low_ref), "undefined", out).astype(object)
 
 
-def _tenths(values, digits: int) -> np.ndarray:
-    """Values in units of ``10**-digits``, rounded to whole numbers as numpy/pandas round
-    (half to even), so that comparisons of rounded values are exact (NaN kept)."""
-    return np.round(np.asarray(values, dtype=float) * 10 ** digits)
+CONVENTIONS = ("published", "exact")
+
+
+def published_round(values, digits: int) -> np.ndarray:
+    """Values rounded to ``digits`` decimals as numpy/pandas ``round`` does (NaN kept).
+
+    The result is compared as floats afterwards, as the published notebook did, so that a sum
+    such as 62.3 + 0.3 = 62.599999999999994 decides a tie at the band's edge."""
+    return np.round(np.asarray(values, dtype=float), digits)
 
 
 def compute_gains(
@@ -265,15 +280,20 @@ def compute_gains(
     metric: str | None = None,
     scale: float | str = "auto",
     round_digits: int | None = None,
+    convention: str = "published",
 ) -> GainsResult:
     """Per-language mean ± std over seeds, difference to the baseline, band counts.
 
     ``results``: one or several files or DataFrames in the per-seed or tidy layout (see the
     module docstring). ``methods``: names or shell patterns (``freeze_realign_unfreeze_*``);
     default all but the baseline. ``scale``: multiply scores by this; ``"auto"`` = 100 when all
-    scores lie in [0, 1] (points), else 1. ``round_digits``: also compare with means and stds
-    rounded to that many decimals (the published-table convention).
+    scores lie in [0, 1] (points), else 1. ``convention``: ``published`` (default: means and
+    stds rounded to ``round_digits`` decimals, default 1, then compared as floats) or ``exact``
+    (unrounded); both are in the table and the counts, ``band`` follows ``convention``.
     """
+    if convention not in CONVENTIONS:
+        raise LayerscopeError(f"unknown band convention {convention!r}: use one of {', '.join(CONVENTIONS)}")
+    digits = 1 if round_digits is None else int(round_digits)
     items = list(results) if isinstance(results, (list, tuple)) else [results]
     if not items:
         raise LayerscopeError("no results given")
@@ -311,21 +331,19 @@ def compute_gains(
             f"{r.model}/{r.lang}" for r in lacking.itertuples()))) + ": left out")
         table = table.dropna(subset=["baseline_mean"])
     table["delta"] = table["mean"] - table["baseline_mean"]
-    table["band"] = _band(table["mean"], table["baseline_mean"], table["baseline_std"])
+    for column in ("mean", "std", "baseline_mean", "baseline_std"):
+        table[f"{column}_rounded"] = published_round(table[column], digits)
+    table["delta_rounded"] = published_round(table["mean_rounded"] - table["baseline_mean_rounded"], digits)
+    table["band_published"] = _band(table["mean_rounded"], table["baseline_mean_rounded"],
+                                    table["baseline_std_rounded"])
+    table["band_exact"] = _band(table["mean"], table["baseline_mean"], table["baseline_std"])
+    table["band"] = table[f"band_{convention}"]
     for (model, method), group in stats.groupby(["model", "method"], sort=False):
         if (group["n_seeds"] < 2).any():
             what = "the baseline" if method == baseline else f"method {method!r}"
             notes.append(f"{model}: {what} has a single seed for {int((group['n_seeds'] < 2).sum())} "
                          "language(s): its std is undefined" +
                          ("; the band comparison is undefined there" if method == baseline else ""))
-    if round_digits is not None:
-        d = int(round_digits)
-        for column in ("mean", "std", "baseline_mean", "baseline_std"):
-            table[f"{column}_rounded"] = _tenths(table[column], d) / 10 ** d
-        q = {c: _tenths(table[c], d) for c in ("mean", "baseline_mean", "baseline_std")}
-        table["delta_rounded"] = (q["mean"] - q["baseline_mean"]) / 10 ** d
-        table["band_rounded"] = _band(q["mean"], q["baseline_mean"], q["baseline_std"])
-
     order = {m: i for i, m in enumerate([baseline, *chosen])}
     lang_order = {c: i for i, c in enumerate(languages.family_order(table["lang"].unique()))}
     table = table.sort_values(["model", "task"], kind="stable")
@@ -334,9 +352,10 @@ def compute_gains(
     table = table.reset_index(drop=True)
 
     averages = _averages(tidy[tidy["method"].isin([baseline, *chosen])], order)
-    counts = _counts(table, round_digits is not None)
+    counts = _counts(table)
     return GainsResult(table=table, averages=averages, counts=counts, baseline=baseline, methods=chosen,
-                       metric=",".join(metrics_used), unit=unit, round_digits=round_digits, notes=notes,
+                       metric=",".join(metrics_used), unit=unit, round_digits=digits, convention=convention,
+                       notes=notes,
                        sources=[str(f.attrs.get("source", "")) for f in frames])
 
 
@@ -347,16 +366,14 @@ def _averages(tidy: pd.DataFrame, order: dict[str, int]) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def _counts(table: pd.DataFrame, rounded: bool) -> pd.DataFrame:
+def _counts(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (model, task, method), group in table.groupby(KEYS, sort=False):
         row = {"model": model, "task": task, "method": method, "n_languages": len(group),
                "mean_delta": float(group["delta"].mean())}
-        for band in ("below", "within", "above", "undefined"):
-            row[band] = int((group["band"] == band).sum())
-        if rounded:
+        for suffix in ("", "_published", "_exact"):
             for band in ("below", "within", "above", "undefined"):
-                row[f"{band}_rounded"] = int((group["band_rounded"] == band).sum())
+                row[band + suffix] = int((group["band" + suffix] == band).sum())
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -410,6 +427,7 @@ def format_paper_table(result: GainsResult) -> str:
     """Languages × methods, ``mean±std`` per cell, ``+``/``-`` outside the baseline band."""
     blocks = []
     prefix = _common_prefix(result.methods)
+    shown = "_rounded" if result.convention == "published" else ""  # the values the band compared
     for (model, task), block in result.table.groupby(["model", "task"], sort=False):
         methods = [m for m in result.methods if m in set(block["method"])]
         langs = list(dict.fromkeys(block["lang"]))
@@ -418,11 +436,12 @@ def format_paper_table(result: GainsResult) -> str:
         by = block.set_index(["method", "lang"])
         for lang in langs:
             first = by.loc[(methods[0], lang)] if (methods[0], lang) in by.index else None
-            cells = [lang, _cell(first["baseline_mean"], first["baseline_std"]) if first is not None else ""]
+            cells = [lang, _cell(first["baseline_mean" + shown], first["baseline_std" + shown])
+                     if first is not None else ""]
             for method in methods:
                 if (method, lang) in by.index:
                     r = by.loc[(method, lang)]
-                    cells.append(_cell(r["mean"], r["std"], r["band"]))
+                    cells.append(_cell(r["mean" + shown], r["std" + shown], r["band"]))
                 else:
                     cells.append("")
             rows.append(cells)
@@ -430,12 +449,10 @@ def format_paper_table(result: GainsResult) -> str:
         rows.append(["avg", *[_cell(avg.loc[m, "mean"], avg.loc[m, "std"]) if m in avg.index else ""
                               for m in [result.baseline, *methods]]])
         counts = result.counts[(result.counts["model"] == model) & (result.counts["task"] == task)].set_index("method")
-        rows.append(["-/=/+", "", *[f"{counts.loc[m, 'below']}/{counts.loc[m, 'within']}/{counts.loc[m, 'above']}"
-                                    for m in methods]])
-        if result.round_digits is not None:
-            rows.append([f"rounded {result.round_digits}", "",
-                         *[f"{counts.loc[m, 'below_rounded']}/{counts.loc[m, 'within_rounded']}/"
-                           f"{counts.loc[m, 'above_rounded']}" for m in methods]])
+        for convention in (result.convention, *[c for c in CONVENTIONS if c != result.convention]):
+            rows.append([f"-/=/+ {convention}", "", *[
+                "/".join(str(counts.loc[m, f"{band}_{convention}"]) for band in ("below", "within", "above"))
+                for m in methods]])
         if (counts["undefined"] > 0).any():
             rows.append(["undefined", "", *[str(counts.loc[m, "undefined"]) for m in methods]])
         widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
@@ -450,10 +467,9 @@ def format_paper_table(result: GainsResult) -> str:
             lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
         blocks.append("\n".join(line.rstrip() for line in lines))
     legend = (f"mean±std over seeds (population std); + / -: mean above / below the {result.baseline} "
-              f"mean ± its std; -/=/+: languages below / within / above")
-    if result.round_digits is not None:
-        legend += f"; 'rounded {result.round_digits}': the same with means and stds rounded to " \
-                  f"{result.round_digits} decimal(s) first, as published tables do"
+              f"mean ± its std ({result.convention} convention); -/=/+: languages below / within / above; "
+              f"published: means and stds rounded to {result.round_digits} decimal(s), then compared as "
+              "floats (as the published AlignFreeze counts); exact: unrounded")
     text = "\n\n".join(blocks) + "\n\n" + legend
     if result.notes:
         text += "\n" + "\n".join(f"note: {n}" for n in result.notes)

@@ -19,6 +19,7 @@ import torch
 from . import cca, similarity
 from .activations import LayerStack
 from .errors import LayerscopeError
+from .intervals import Z95, paired_bootstrap_interval, two_direction_interval, wilson_interval
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,9 @@ METRICS: dict[str, str] = {
     "retrieval_t2p": "retrieval accuracy, target -> pivot",
     "retrieval_centered": "retrieval accuracy after per-language mean-centering",
     "retrieval_margin": "retrieval accuracy with ratio-margin scoring",
-    "cka_shuffled": "debiased CKA on shuffled (non-translation) pairs: the chance level",
-    "retrieval_shuffled": "retrieval accuracy on shuffled pairs: the chance level",
+    "cka_shuffled": "debiased CKA on shuffled (non-translation) pairs: mean over derangements, "
+                    "ci = mean ± 1.96 std over them",
+    "retrieval_chance": "the chance level of retrieval, 1/n",
     "drift_cka": "debiased CKA between base and realigned vectors of the same language",
     "weight_change": "relative weight change of each block, ||W_r - W_b|| / ||W_b||",
 }
@@ -46,23 +48,14 @@ DEFAULT_METRICS = ("cka", "cka_linear", "retrieval", "retrieval_centered")
 MIN_SENTENCES = 8  # below this, debiased CKA and retrieval say nothing
 
 
-def wilson_interval(successes: float, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion ``successes / n``."""
-    if n <= 0:
-        return math.nan, math.nan
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 @dataclass(frozen=True)
 class ProbeSettings:
     metrics: tuple[str, ...] = DEFAULT_METRICS
     baselines: bool = True
     rbf_sigma: float = 1.0
     seed: int = 0
+    shuffles: int = 5  # derangements behind each shuffled baseline
+    resamples: int = 1000  # bootstrap draws of the delta rows' intervals
 
 
 def check_metrics(names: Sequence[str]) -> tuple[str, ...]:
@@ -105,8 +98,14 @@ def _rows(model: str, metric: str, lang: str, values: Sequence[float], ci: Seque
 
 
 def crosslingual_rows(model: str, pivot: LayerStack, target: LayerStack, lang: str,
-                      settings: ProbeSettings = ProbeSettings()) -> list[tuple]:
-    """Rows of every cross-lingual metric for one language at every layer."""
+                      settings: ProbeSettings = ProbeSettings(),
+                      hits: dict[tuple[str, str], torch.Tensor] | None = None) -> list[tuple]:
+    """Rows of every cross-lingual metric for one language at every layer.
+
+    ``hits``, when given, receives per (retrieval metric, lang) the per-sentence hit (mean of the
+    two directions for the two-direction metrics), float64 (L+1, n): what :func:`delta_table`
+    resamples. The shuffled baselines are over ``settings.shuffles`` seeded derangements.
+    """
     a, b = pivot.values, target.values
     n = b.shape[1]
     rows: list[tuple] = []
@@ -119,43 +118,59 @@ def crosslingual_rows(model: str, pivot: LayerStack, target: LayerStack, lang: s
         values = [similarity.rbf_cka(a[i], b[i], sigma=settings.rbf_sigma) for i in range(a.shape[0])]
         rows += _rows(model, "cka_rbf", lang, values)
     if wanted & {"retrieval", "retrieval_p2t", "retrieval_t2p"}:
-        acc = similarity.retrieval_per_layer(a, b)  # (L+1, 2)
+        hit = similarity.retrieval_hits_per_layer(a, b)  # (L+1, 2, n)
+        acc = hit.double().mean(-1)
         p2t, t2p = acc[:, 0].tolist(), acc[:, 1].tolist()
-        mean = [(x + y) / 2 for x, y in zip(p2t, t2p)]
-        for metric, values in (("retrieval", mean), ("retrieval_p2t", p2t), ("retrieval_t2p", t2p)):
-            ci = [wilson_interval(v * (2 * n if metric == "retrieval" else n), 2 * n if metric == "retrieval" else n)
-                  for v in values]
-            rows += _rows(model, metric, lang, values, ci)
-    if "retrieval_centered" in wanted:
-        acc = similarity.retrieval_per_layer(a, b, center=True)
-        values = acc.mean(dim=1).tolist()
-        rows += _rows(model, "retrieval_centered", lang, values, [wilson_interval(v * 2 * n, 2 * n) for v in values])
-    if "retrieval_margin" in wanted:
-        acc = similarity.retrieval_per_layer(a, b, margin=True)
-        values = acc.mean(dim=1).tolist()
-        rows += _rows(model, "retrieval_margin", lang, values, [wilson_interval(v * 2 * n, 2 * n) for v in values])
+        mean = acc.mean(1).tolist()
+        rows += _rows(model, "retrieval", lang, mean, two_direction_interval(hit))
+        rows += _rows(model, "retrieval_p2t", lang, p2t, [wilson_interval(v * n, n) for v in p2t])
+        rows += _rows(model, "retrieval_t2p", lang, t2p, [wilson_interval(v * n, n) for v in t2p])
+        if hits is not None:
+            hits[("retrieval", lang)] = hit.double().mean(1)
+            hits[("retrieval_p2t", lang)] = hit[:, 0].double()
+            hits[("retrieval_t2p", lang)] = hit[:, 1].double()
+    for metric, options in (("retrieval_centered", {"center": True}), ("retrieval_margin", {"margin": True})):
+        if metric in wanted:
+            hit = similarity.retrieval_hits_per_layer(a, b, **options)
+            rows += _rows(model, metric, lang, hit.double().mean((1, 2)).tolist(), two_direction_interval(hit))
+            if hits is not None:
+                hits[(metric, lang)] = hit.double().mean(1)
     for metric in (m for m in cca.METRICS if m in wanted):
         rows += _rows(model, metric, lang, cca.per_layer(metric, a, b, on_refusal=_warn_refusal(lang)))
     if settings.baselines:
+        # CKA's chance level has no closed form: the mean and spread over several derangements.
+        # Retrieval's is 1/n; retrieval on mispaired rows is ~0 for an aligned model, not chance.
         generator = torch.Generator().manual_seed(settings.seed)
-        perm = similarity.shuffled_pairs(n, generator)
-        shuffled = b[:, perm, :]
-        rows += _rows(model, "cka_shuffled", lang, similarity.cka_per_layer(a, shuffled, method="debiased").tolist())
-        acc = similarity.retrieval_per_layer(a, shuffled)
-        rows += _rows(model, "retrieval_shuffled", lang, acc.mean(dim=1).tolist())
+        draws = torch.stack([similarity.cka_per_layer(a, b[:, similarity.shuffled_pairs(n, generator), :],
+                                                      method="debiased").double()
+                             for _ in range(max(1, settings.shuffles))])  # (shuffles, L+1)
+        centre = draws.mean(0)
+        spread = draws.std(0, correction=1) if len(draws) > 1 else torch.full_like(centre, math.nan)
+        ci = list(zip((centre - Z95 * spread).tolist(), (centre + Z95 * spread).tolist()))
+        rows += _rows(model, "cka_shuffled", lang, centre.tolist(), ci)
+        rows += _rows(model, "retrieval_chance", lang, [1.0 / n] * a.shape[0])
     return rows
 
 
 def crosslingual_table(model: str, pivots: Mapping[str, LayerStack], targets: Mapping[str, LayerStack],
-                       settings: ProbeSettings = ProbeSettings()) -> pd.DataFrame:
+                       settings: ProbeSettings = ProbeSettings(),
+                       hits: dict[tuple[str, str], torch.Tensor] | None = None) -> pd.DataFrame:
     rows: list[tuple] = []
     for lang in targets:
-        rows += crosslingual_rows(model, pivots[lang], targets[lang], lang, settings)
+        rows += crosslingual_rows(model, pivots[lang], targets[lang], lang, settings, hits)
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def delta_table(table: pd.DataFrame, base: str = "base", realigned: str = "realigned") -> pd.DataFrame:
-    """Rows ``model="delta"`` holding realigned − base for every (metric, layer, lang)."""
+def delta_table(table: pd.DataFrame, base: str = "base", realigned: str = "realigned", *,
+                hits: Mapping[str, Mapping[tuple[str, str], torch.Tensor]] | None = None,
+                resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Rows ``model="delta"`` holding realigned − base for every (metric, layer, lang).
+
+    With ``hits`` (``{base: {...}, realigned: {...}}`` as :func:`crosslingual_table` fills them),
+    the retrieval rows get a 95% paired bootstrap interval over sentences (``resamples`` draws,
+    seeded): both models are resampled on the same sentences, so their correlation is kept.
+    Other rows have no interval.
+    """
     keys = ["metric", "layer", "lang"]
     left = table[table["model"] == base].set_index(keys)["value"]
     right = table[table["model"] == realigned].set_index(keys)["value"]
@@ -164,6 +179,16 @@ def delta_table(table: pd.DataFrame, base: str = "base", realigned: str = "reali
     out.insert(0, "model", "delta")
     out["ci_low"] = math.nan
     out["ci_high"] = math.nan
+    if hits:
+        before, after = hits.get(base, {}), hits.get(realigned, {})
+        position = {key: i for i, key in enumerate(zip(out["metric"], out["layer"], out["lang"]))}
+        for key in before.keys() & after.keys():
+            bounds = paired_bootstrap_interval(after[key] - before[key], resamples=resamples, seed=seed)
+            metric, lang = key
+            for layer, (low, high) in enumerate(bounds.tolist()):
+                row = position.get((metric, layer, lang))
+                if row is not None:
+                    out.loc[row, ["ci_low", "ci_high"]] = (low, high)
     return out[COLUMNS]
 
 

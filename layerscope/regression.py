@@ -184,11 +184,14 @@ def _add_groups(data: pd.DataFrame) -> pd.DataFrame:
 
 
 def add_predictors(data: pd.DataFrame, *, pivot: str, kinds: Sequence[str], source: str = "lang2vec",
-                   feature_table: Any = None, covariates: Any = None) -> tuple[pd.DataFrame, dict[str, str]]:
+                   feature_table: Any = None, covariates: Any = None, codes: str = "most-features",
+                   missing_as: str = "nan") -> tuple[pd.DataFrame, dict[str, str]]:
     """Join typological distances from ``pivot`` (and covariates) to a gain table by language.
 
-    Languages that typology cannot place (unknown code, missing features) are dropped and
-    returned in ``excluded`` (language -> reason): reported, never a crash.
+    A ``uriel_code`` column says which URIEL language each row was measured as (``codes``: the
+    code table, see :data:`layerscope.typology.CODE_TABLES`). Languages that typology cannot
+    place (unknown code, missing features) are dropped and returned in ``excluded``
+    (language -> reason): reported, never a crash.
     """
     excluded: dict[str, str] = {}
     data = data.copy()
@@ -205,14 +208,15 @@ def add_predictors(data: pd.DataFrame, *, pivot: str, kinds: Sequence[str], sour
     data = data[data["lang"] != pivot_label]
     langs = list(dict.fromkeys(data["lang"]))
     if kinds:
-        table = typology.distances(pivot, langs, kinds, source=source, feature_table=feature_table)
+        table = typology.distances(pivot, langs, kinds, source=source, feature_table=feature_table, codes=codes,
+                                   missing_as=missing_as)
         for lang, row in table.iterrows():
             lacking = [k for k in kinds if pd.isna(row[k])]
             if lacking:
                 reasons = typology.missing(pivot, table.loc[[lang], ["uriel_code", *lacking]], source=source,
-                                           feature_table=feature_table)
+                                           feature_table=feature_table, codes=codes, missing_as=missing_as)
                 excluded[str(lang)] = "; ".join(reasons)
-        data = data.merge(table[list(kinds)], left_on="lang", right_index=True, how="left")
+        data = data.merge(table[["uriel_code", *kinds]], left_on="lang", right_index=True, how="left")
     if covariates is not None:
         extra = typology.read_feature_table(covariates)
         clash = sorted(set(extra.columns) & set(data.columns))
@@ -635,7 +639,7 @@ def fit_gain_regression(
            "r2_adj": ols.rsquared_adj_, "lolo_r2": cv_r2, "p_perm_r2": p_r2, "n_permutations": int(n_permutations),
            "n_bootstrap": int(n_bootstrap), "n_bootstrap_used": int(n_boot_ok), "seed": int(seed),
            "standardization": {k2: {"mean": m, "sd": s} for k2, (m, s) in scales.items()}}
-    columns = ["lang", *[c for c in ("model", "task", "method", "group") if c in frame], response,
+    columns = ["lang", *[c for c in ("uriel_code", "model", "task", "method", "group") if c in frame], response,
                *[c for c in used if c not in ("lang", "group", response)]]
     return RegressionResult(formula=formula, target=target or response, pivot=pivot,
                             data=frame[list(dict.fromkeys(columns))], coefficients=coefficients, fit=fit,
@@ -652,7 +656,8 @@ def _default_formula(features: Sequence[str], data: pd.DataFrame, response: str 
 
 def _fit_table(data: pd.DataFrame, *, target_text: str, pivot: str, features: Sequence[str] | str | None,
                formula: str | None, source: str, feature_table: Any, covariates: Any, seed: int,
-               n_permutations: int, n_bootstrap: int) -> RegressionResult:
+               n_permutations: int, n_bootstrap: int, codes: str = "most-features",
+               missing_as: str = "nan") -> RegressionResult:
     data = _add_groups(data)
     if formula is not None:
         _, variables = _formula_variables(formula)
@@ -663,12 +668,14 @@ def _fit_table(data: pd.DataFrame, *, target_text: str, pivot: str, features: Se
         if extra:
             raise LayerscopeError(f"unknown feature(s) {', '.join(extra)}")
     joined, excluded = add_predictors(data, pivot=pivot, kinds=kinds, source=source,
-                                      feature_table=feature_table, covariates=covariates)
+                                      feature_table=feature_table, covariates=covariates, codes=codes,
+                                      missing_as=missing_as)
     if formula is None:
         formula = _default_formula(kinds, joined)
     result = fit_gain_regression(joined, formula=formula, target=target_text, pivot=typology.label(pivot),
                                  excluded=excluded, seed=seed, n_permutations=n_permutations, n_bootstrap=n_bootstrap)
-    result.settings = {"source": source, "features": kinds, "seed": seed}
+    result.settings = {"source": source, "features": kinds, "seed": seed, "codes": codes, "missing_as": missing_as,
+                       "pivot_code": typology.uriel_code(pivot, codes)}
     return result
 
 
@@ -683,6 +690,8 @@ def regress_run_metrics(
     n_permutations: int = DEFAULT_PERMUTATIONS,
     n_bootstrap: int = DEFAULT_BOOTSTRAP,
     source: str = "lang2vec",
+    codes: str = "most-features",
+    missing_as: str = "nan",
 ) -> RegressionResult:
     """The default regression of a compare run: gain of ``target`` (METRIC@LAYER) on typology.
 
@@ -692,7 +701,7 @@ def regress_run_metrics(
     gains = gains_from_metrics(metrics, pivot=pivot, target=target)
     return _fit_table(gains, target_text=gains.attrs["target"], pivot=pivot, features=features, formula=formula,
                       source=source, feature_table=None, covariates=None, seed=seed,
-                      n_permutations=n_permutations, n_bootstrap=n_bootstrap)
+                      n_permutations=n_permutations, n_bootstrap=n_bootstrap, codes=codes, missing_as=missing_as)
 
 
 def _is_metrics(frame: pd.DataFrame) -> bool:
@@ -719,6 +728,8 @@ def regress(
     seed: int = 0,
     n_permutations: int = DEFAULT_PERMUTATIONS,
     n_bootstrap: int = DEFAULT_BOOTSTRAP,
+    codes: str = "most-features",
+    missing_as: str = "nan",
 ) -> RegressionResult:
     """Regress realignment gains on typology; returns the tables ``layerscope regress`` writes.
 
@@ -728,6 +739,9 @@ def regress(
     ``target``: METRIC@LAYER for runs (default retrieval@last); for task results the gain is the
     method's mean minus the baseline's mean. ``formula``: statsmodels style, e.g.
     ``"gain ~ syntactic + genetic + baseline"``; default ``gain ~ <features>`` (+ ``C(group)``).
+    ``codes``: which URIEL code a macrolanguage means (``most-features`` or ``published``, the
+    codes of the published AlignFreeze regression); ``missing_as``: ``nan`` (languages without
+    the features are dropped, and said so) or ``uriel`` (URIEL's constant distance).
     """
     items = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
     if not items:
@@ -792,7 +806,7 @@ def regress(
         raise LayerscopeError("no gains to regress")
     return _fit_table(data, target_text=text, pivot=pivot, features=features, formula=formula, source=source,
                       feature_table=feature_table, covariates=covariates, seed=seed,
-                      n_permutations=n_permutations, n_bootstrap=n_bootstrap)
+                      n_permutations=n_permutations, n_bootstrap=n_bootstrap, codes=codes, missing_as=missing_as)
 
 
 def _run_pivot(run_file: Path) -> str | None:
@@ -846,6 +860,11 @@ def _p(value: float) -> str:
 def _summary_text(result: RegressionResult) -> str:
     fit = result.fit
     lines = [f"Gain regression: gain = {result.target}; distances from {result.pivot}"]
+    if result.settings.get("codes"):
+        used = result.data.drop_duplicates("lang") if "uriel_code" in result.data else None
+        shown = "" if used is None else ": " + ", ".join(f"{r.lang}={r.uriel_code}" for r in used.itertuples())
+        lines.append(f"URIEL codes ({result.settings['codes']}; missing features as {result.settings.get('missing_as')})"
+                     f"{shown}")
     per = f"{fit['n_rows'] / fit['n_languages']:.0f} rows each" if fit["n_rows"] != fit["n_languages"] else "1 row each"
     lines.append(f"{fit['n_languages']} languages ({per})")
     if result.excluded:

@@ -36,7 +36,7 @@ CAPTIONS = {
     "heatmap_retrieval_centered": "Retrieval accuracy after removing each language's mean vector.",
     "heatmap_cka_linear": "Plain linear CKA: biased upward when sentences are few relative to the width; read with "
                           "the debiased values.",
-    "layer_curves": "Per-layer mean over languages (band: ± one standard deviation); dotted: shuffled-pair chance level.",
+    "layer_curves": "Per-layer mean over languages (band: ± one standard deviation); dotted: chance level (CKA: shuffled pairs, mean over the derangements; retrieval: 1/n).",
     "heatmap_probe_accuracy": "Linear probe accuracy per layer (rows) and language (columns): classifiers fitted on "
                               "the source language, evaluated zero-shot; the source column is its held-out split.",
     "probe_curves": "Probe accuracy per layer for each language, with 95 % bootstrap intervals over sentences.",

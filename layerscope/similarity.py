@@ -54,6 +54,7 @@ __all__ = [
     "MinibatchCKA",
     "retrieval_accuracy",
     "retrieval_per_layer",
+    "retrieval_hits_per_layer",
     "shuffled_pairs",
     "relative_weight_change",
 ]
@@ -859,14 +860,15 @@ def _unit_rows(x: Tensor) -> Tensor:
 
 
 def _retrieval(a: Tensor, b: Tensor, *, center: bool, margin: bool, k: int, names: tuple[str, str]) -> Tensor:
-    """Top-1 retrieval accuracies (L, 2) of validated stacks a, b (L, n, d)."""
+    """Top-1 retrieval hits (L, 2, n), bool, of validated stacks a, b (L, n, d): [:, 0, i] is
+    whether a_i retrieves b_i, [:, 1, j] whether b_j retrieves a_j."""
     n = a.shape[1]
     if center:
         a, b = _centre(a), _centre(b)
     a, b = _unit_rows(a), _unit_rows(b)
     target = torch.arange(n, device=a.device)
     kk = min(k, n)
-    out = torch.empty(a.shape[0], 2, dtype=torch.float64, device=a.device)
+    out = torch.empty(a.shape[0], 2, n, dtype=torch.bool, device=a.device)
     group = max(1, _GRAM_BUDGET // (n * n))
     for g0 in range(0, a.shape[0], group):
         g1 = min(a.shape[0], g0 + group)
@@ -885,8 +887,8 @@ def _retrieval(a: Tensor, b: Tensor, *, center: bool, margin: bool, k: int, name
                     "use margin=False"
                 )
             score = score / den
-        out[g0:g1, 0] = (score.argmax(2) == target).double().mean(1)
-        out[g0:g1, 1] = (score.argmax(1) == target).double().mean(1)
+        out[g0:g1, 0] = score.argmax(2) == target
+        out[g0:g1, 1] = score.argmax(1) == target
     return out
 
 
@@ -926,7 +928,7 @@ def retrieval_accuracy(
     """
     k = _check_k(k)
     tx, ty = _validated_pair(x, y, names=("x", "y"), ndim=2, min_rows=2, what="retrieval", same_dim=True)
-    out = _retrieval(tx[None], ty[None], center=center, margin=margin, k=k, names=("x", "y"))
+    out = _retrieval(tx[None], ty[None], center=center, margin=margin, k=k, names=("x", "y")).double().mean(-1)
     return float(out[0, 0]), float(out[0, 1])
 
 
@@ -944,6 +946,23 @@ def retrieval_per_layer(
     Returns
     -------
     float64 tensor of shape (L, 2): column 0 is a→b, column 1 is b→a.
+    """
+    return retrieval_hits_per_layer(a, b, center=center, margin=margin, k=k).double().mean(-1)
+
+
+def retrieval_hits_per_layer(
+    a: ArrayLike, b: ArrayLike, *, center: bool = False, margin: bool = False, k: int = 4
+) -> Tensor:
+    """Which sentences are retrieved, per layer and direction (what intervals resample).
+
+    Parameters
+    ----------
+    a, b, center, margin, k : as in :func:`retrieval_per_layer`
+
+    Returns
+    -------
+    bool tensor of shape (L, 2, n): ``[l, 0, i]`` whether a_i's nearest b is b_i, ``[l, 1, j]``
+    whether b_j's nearest a is a_j. Its mean over the last axis is :func:`retrieval_per_layer`.
     """
     k = _check_k(k)
     ta, tb = _validated_pair(

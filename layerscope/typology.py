@@ -24,6 +24,14 @@ the ISO 639-3 code with the most URIEL features among the language's codes; in l
 that is always the macrolanguage (``zho`` not ``cmn``, ``ara`` not ``arb``, ``fas``/``pes`` are
 equal, ``est`` not ``ekk``, ``msa`` not ``zsm``, ``nor`` not ``nob``, ``lav`` not ``lvs``,
 ``aze`` not ``azj``). An ISO 639-3 code that URIEL knows is used exactly as given (``cmn``).
+``codes="published"`` uses instead the codes of the published AlignFreeze regression for its
+macrolanguages (:data:`CODE_TABLES`: ``arb``, ``cmn``, ``nob``, ``fas``, ``lav``), the rest as
+``most-features``.
+
+Languages without features of a kind: NaN by default (``missing_as="nan"``);
+``missing_as="uriel"`` does what URIEL's published distances do, a constant distance to an
+unknown language: an all-zero (unobserved) feature vector is replaced by all ones, an unknown
+location or a language URIEL lacks is at geographic and genetic distance 1.
 
 Sources: ``lang2vec`` (default), ``urielplus`` (optional, URIEL+'s own distance, which uses only
 the features both languages have), and user feature tables (CSV, :func:`read_feature_table`).
@@ -59,6 +67,27 @@ _PREFIXES = {
     "featural": ("S_", "P_", "INV_"),
 }
 LANG2VEC_VERSION = "lang2vec 1.1.2"
+
+# Which ISO 639-3 code a canonical code means in URIEL. "most-features": the candidate code with
+# the most observed features (in lang2vec 1.1.2 always the macrolanguage); "published": the
+# individual languages the published AlignFreeze regression used, the rest as most-features.
+CODE_TABLES: dict[str, dict[str, str]] = {
+    "most-features": {},
+    "published": {"ar": "arb", "zh": "cmn", "no": "nob", "fa": "fas", "lv": "lav"},
+}
+MISSING_AS = ("nan", "uriel")
+
+
+def check_codes(codes: str) -> str:
+    if codes not in CODE_TABLES:
+        raise LayerscopeError(f"unknown code table {codes!r}: use one of {', '.join(CODE_TABLES)}")
+    return codes
+
+
+def check_missing_as(missing_as: str) -> str:
+    if missing_as not in MISSING_AS:
+        raise LayerscopeError(f"unknown handling of missing features {missing_as!r}: use one of {', '.join(MISSING_AS)}")
+    return missing_as
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,14 +201,14 @@ def uriel_languages() -> frozenset[str]:
     return frozenset(_uriel().index)
 
 
-def feature_vector(code: str, kind: str) -> np.ndarray:
+def feature_vector(code: str, kind: str, *, codes: str = "most-features") -> np.ndarray:
     """URIEL feature vector of a language, shape (k,): max over sources, missing as 0.
 
     ``kind`` is syntactic, phonological, inventory or featural.
     """
     if kind not in _PREFIXES:
         raise LayerscopeError(f"no feature vector for {kind!r}: one of {', '.join(_PREFIXES)}")
-    code3 = _require(code)
+    code3 = _require(code, codes)
     return _uriel().typo[_uriel().index[code3], _columns(kind)].copy()
 
 
@@ -254,8 +283,8 @@ def _richness(code3: str) -> int:
 
 
 @lru_cache(maxsize=1024)
-def _resolve(code: str) -> tuple[str, str | None]:
-    """(label, ISO 639-3 code in URIEL or None) for a user-given code."""
+def _resolve(code: str, codes: str = "most-features") -> tuple[str, str | None]:
+    """(label, ISO 639-3 code in URIEL or None) for a user-given code under a code table."""
     if not isinstance(code, str) or not code.strip():
         raise LayerscopeError(f"empty language code {code!r}")
     raw = code.strip().lower()
@@ -264,6 +293,9 @@ def _resolve(code: str) -> tuple[str, str | None]:
     if canonical is not None:
         present = [c for c in _candidates(canonical) if c in known]
         default = max(present, key=_richness) if present else None  # max keeps the first on ties
+        chosen = CODE_TABLES[check_codes(codes)].get(canonical)
+        if chosen is not None and chosen in known:
+            default = chosen
         if raw in known and raw != default:
             return raw, raw  # an explicit ISO 639-3 code, e.g. cmn rather than zho
         return canonical, default
@@ -276,9 +308,10 @@ def _resolve(code: str) -> tuple[str, str | None]:
     )
 
 
-def uriel_code(code: str) -> str | None:
-    """The ISO 639-3 code used for ``code`` in URIEL, or None if URIEL lacks the language."""
-    return _resolve(code)[1]
+def uriel_code(code: str, codes: str = "most-features") -> str | None:
+    """The ISO 639-3 code used for ``code`` in URIEL under the code table ``codes`` (see
+    :data:`CODE_TABLES`), or None if URIEL lacks the language."""
+    return _resolve(code, codes)[1]
 
 
 def label(code: str) -> str:
@@ -286,8 +319,8 @@ def label(code: str) -> str:
     return _resolve(code)[0]
 
 
-def _require(code: str) -> str:
-    code3 = uriel_code(code)
+def _require(code: str, codes: str = "most-features") -> str:
+    code3 = uriel_code(code, codes)
     if code3 is None:
         raise LayerscopeError(f"URIEL ({LANG2VEC_VERSION}) has no data for this language", source=code)
     return code3
@@ -298,32 +331,52 @@ def _require(code: str) -> str:
 
 
 class Lang2vecSource:
-    """URIEL distances computed from lang2vec's feature files (the default source)."""
+    """URIEL distances computed from lang2vec's feature files (the default source).
+
+    ``codes``: the code table (:data:`CODE_TABLES`); ``missing_as``: ``nan`` (no data, no
+    distance) or ``uriel`` (URIEL's constant distance to an unknown language, see the module
+    docstring)."""
 
     name = "lang2vec"
     kinds = ALL_KINDS
 
+    def __init__(self, codes: str = "most-features", missing_as: str = "nan") -> None:
+        self.codes = check_codes(codes)
+        self.missing_as = check_missing_as(missing_as)
+
+    def _vector(self, code3: str | None, kind: str) -> np.ndarray:
+        if code3 is not None:
+            vector = feature_vector(code3, kind)
+            if self.missing_as == "nan" or np.any(vector):
+                return vector
+        return np.ones(len(_columns(kind)))  # URIEL's stand-in for a language it knows nothing of
+
     def distance(self, a: str, b: str, kind: str) -> float:
-        """Distance of ``kind`` from ``a`` to ``b``; NaN when URIEL lacks the data."""
-        code_a, code_b = uriel_code(a), uriel_code(b)
+        """Distance of ``kind`` from ``a`` to ``b``; NaN when URIEL lacks the data (with
+        ``missing_as="nan"``)."""
+        code_a, code_b = uriel_code(a, self.codes), uriel_code(b, self.codes)
+        if kind not in self.kinds:
+            raise _unknown_kind(kind, self.kinds)
         if code_a is None or code_b is None:
-            return math.nan
+            if self.missing_as == "nan":
+                return math.nan
+            if kind in _PREFIXES:
+                return angular_distance(self._vector(code_a, kind), self._vector(code_b, kind))
+            return 0.0 if _safe_label(a) == _safe_label(b) else 1.0
         if kind in _PREFIXES:
             if code_a == code_b:
-                return 0.0 if np.any(feature_vector(code_a, kind)) else math.nan
-            return angular_distance(feature_vector(code_a, kind), feature_vector(code_b, kind))
+                return 0.0 if np.any(self._vector(code_a, kind)) else math.nan
+            return angular_distance(self._vector(code_a, kind), self._vector(code_b, kind))
         if kind in ("genetic", "genetic_sym"):
             return lineage_distance(ancestors(code_a), ancestors(code_b), same=code_a == code_b,
                                     symmetric=kind == "genetic_sym")
-        if kind == "geographic":
-            try:
-                return 0.0 if code_a == code_b else geographic_distance(coordinates(code_a), coordinates(code_b))
-            except LayerscopeError:
-                return math.nan
-        raise _unknown_kind(kind, self.kinds)
+        try:
+            return 0.0 if code_a == code_b else geographic_distance(coordinates(code_a), coordinates(code_b))
+        except LayerscopeError:
+            return 1.0 if self.missing_as == "uriel" else math.nan
 
     def why_missing(self, code: str, kinds: Sequence[str]) -> str:
-        code3 = uriel_code(code)
+        code3 = uriel_code(code, self.codes)
         if code3 is None:
             return f"{label(code)}: not in URIEL ({LANG2VEC_VERSION})"
         parts = []
@@ -350,7 +403,10 @@ class UrielPlusSource:
     name = "urielplus"
     kinds = DISTANCE_KINDS
 
-    def __init__(self) -> None:
+    def __init__(self, codes: str = "most-features", missing_as: str = "nan") -> None:
+        self.codes = check_codes(codes)
+        if check_missing_as(missing_as) != "nan":
+            raise LayerscopeError("--missing-as uriel is for the lang2vec source; URIEL+ handles missing data itself")
         try:
             from urielplus.urielplus import URIELPlus
         except ImportError:
@@ -361,7 +417,7 @@ class UrielPlusSource:
     def distance(self, a: str, b: str, kind: str) -> float:
         if kind not in self.kinds:
             raise _unknown_kind(kind, self.kinds)
-        code_a, code_b = uriel_code(a), uriel_code(b)
+        code_a, code_b = uriel_code(a, self.codes), uriel_code(b, self.codes)
         if code_a is None or code_b is None:
             return math.nan
         if code_a == code_b:
@@ -420,18 +476,19 @@ def _safe_label(code: str) -> str:
 SOURCES = {"lang2vec": Lang2vecSource, "urielplus": UrielPlusSource}
 
 
-def get_source(name: str = "lang2vec"):
-    """A distance source by name (``lang2vec`` or ``urielplus``)."""
+def get_source(name: str = "lang2vec", *, codes: str = "most-features", missing_as: str = "nan"):
+    """A distance source by name (``lang2vec`` or ``urielplus``), with its code table and its
+    handling of missing features."""
     if name not in SOURCES:
         near = difflib.get_close_matches(name, SOURCES, n=1)
         hint = f"; did you mean {near[0]}?" if near else ""
         raise LayerscopeError(f"unknown typology source {name!r}: known are {', '.join(SOURCES)}{hint}")
-    return _cached_source(name)
+    return _cached_source(name, check_codes(codes), check_missing_as(missing_as))
 
 
 @lru_cache(maxsize=None)
-def _cached_source(name: str):
-    return SOURCES[name]()
+def _cached_source(name: str, codes: str = "most-features", missing_as: str = "nan"):
+    return SOURCES[name](codes, missing_as)
 
 
 def _unknown_kind(kind: str, known: Sequence[str]) -> LayerscopeError:
@@ -455,14 +512,16 @@ def check_kinds(kinds: Iterable[str] | str, *, allowed: Sequence[str] = ALL_KIND
 # public API
 
 
-def distance(a: str, b: str, kind: str = "syntactic", *, source: str = "lang2vec") -> float:
+def distance(a: str, b: str, kind: str = "syntactic", *, source: str = "lang2vec",
+             codes: str = "most-features", missing_as: str = "nan") -> float:
     """Distance of type ``kind`` from language ``a`` to language ``b`` (NaN if undefined).
 
-    Codes are ISO 639-1, ISO 639-3 or FLORES. Genetic distance is asymmetric (normalised by
-    ``b``'s lineage depth, as URIEL does); every other type is symmetric.
+    Codes are ISO 639-1, ISO 639-3 or FLORES, read with the code table ``codes``. Genetic
+    distance is asymmetric (normalised by ``b``'s lineage depth, as URIEL does); every other
+    type is symmetric. ``missing_as``: ``nan`` or ``uriel`` (see the module docstring).
     """
     check_kinds([kind])
-    return float(get_source(source).distance(a, b, kind))
+    return float(get_source(source, codes=codes, missing_as=missing_as).distance(a, b, kind))
 
 
 def distances(
@@ -472,16 +531,19 @@ def distances(
     *,
     source: str = "lang2vec",
     feature_table: pd.DataFrame | str | Path | None = None,
+    codes: str = "most-features",
+    missing_as: str = "nan",
 ) -> pd.DataFrame:
     """Distances from ``pivot`` to each target: one row per target, one column per type.
 
     Returns a DataFrame indexed by language label (``lang``) with a column ``uriel_code``
-    (the ISO 639-3 code used, empty if URIEL lacks the language) and one float column per
-    distance type; NaN where the data is missing (see :func:`missing`). With ``feature_table``
-    (a CSV path or a DataFrame from :func:`read_feature_table`) a ``custom`` column is added.
+    (the ISO 639-3 code used under the code table ``codes``, empty if URIEL lacks the
+    language) and one float column per distance type; NaN where the data is missing (see
+    :func:`missing`; ``missing_as="uriel"`` fills as URIEL does). With ``feature_table`` (a CSV
+    path or a DataFrame from :func:`read_feature_table`) a ``custom`` column is added.
     """
     kinds = check_kinds(kinds)
-    backend = get_source(source) if any(k != "custom" for k in kinds) else None
+    backend = get_source(source, codes=codes, missing_as=missing_as) if any(k != "custom" for k in kinds) else None
     table_source = FeatureTableSource(feature_table) if feature_table is not None else None
     if "custom" in kinds and table_source is None:
         raise LayerscopeError("the custom distance needs a feature table (--feature-table CSV)")
@@ -489,7 +551,7 @@ def distances(
     rows = {}
     for target in targets:
         key = label(target)
-        row = {"uriel_code": uriel_code(target) or ""}
+        row = {"uriel_code": uriel_code(target, codes) or ""}
         for kind in kinds:
             src = table_source if kind == "custom" else backend
             row[kind] = src.distance(pivot, target, kind)
@@ -497,14 +559,19 @@ def distances(
     frame = pd.DataFrame.from_dict(rows, orient="index", columns=["uriel_code", *kinds])
     frame.index.name = "lang"
     frame.attrs["pivot"] = pivot_label
+    frame.attrs["pivot_code"] = uriel_code(pivot, codes) or ""
     frame.attrs["source"] = source
+    frame.attrs["codes"] = codes
+    frame.attrs["missing_as"] = missing_as
     return frame
 
 
 def missing(pivot: str, frame: pd.DataFrame, *, source: str = "lang2vec",
-            feature_table: pd.DataFrame | str | Path | None = None) -> list[str]:
+            feature_table: pd.DataFrame | str | Path | None = None, codes: str = "most-features",
+            missing_as: str = "nan") -> list[str]:
     """One line per language lacking data behind the NaN cells of a :func:`distances` table."""
-    backend = get_source(source) if any(c not in ("uriel_code", "custom") for c in frame.columns) else None
+    backend = (get_source(source, codes=codes, missing_as=missing_as)
+               if any(c not in ("uriel_code", "custom") for c in frame.columns) else None)
     table_source = FeatureTableSource(feature_table) if feature_table is not None else None
     lines = []
     for lang, row in frame.iterrows():
@@ -528,10 +595,11 @@ def missing(pivot: str, frame: pd.DataFrame, *, source: str = "lang2vec",
     return list(dict.fromkeys(lines))
 
 
-def distance_matrix(langs: Sequence[str], kind: str = "syntactic", *, source: str = "lang2vec") -> pd.DataFrame:
+def distance_matrix(langs: Sequence[str], kind: str = "syntactic", *, source: str = "lang2vec",
+                    codes: str = "most-features", missing_as: str = "nan") -> pd.DataFrame:
     """Pairwise distances of one type: entry (i, j) = distance(langs[i], langs[j])."""
     check_kinds([kind])
-    backend = get_source(source)
+    backend = get_source(source, codes=codes, missing_as=missing_as)
     labels = [label(code) for code in langs]
     values = np.array([[backend.distance(a, b, kind) for b in langs] for a in langs], dtype=np.float64)
     return pd.DataFrame(values, index=pd.Index(labels, name="lang"), columns=labels)

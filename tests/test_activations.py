@@ -12,8 +12,9 @@ from layerscope.corpora import read_corpus
 from conftest import make_encoder, synthetic_parallel
 
 
-def _reference(encoder, sentence):
-    """Every layer of one unpadded sentence, averaged over its non-special tokens, by hand."""
+def _reference(encoder, sentence, pool="mean"):
+    """Every layer of one unpadded sentence, pooled by hand: averaged over its non-special tokens
+    (mean), over all its tokens (mean-with-special), or its first token (first)."""
     encoded = encoder.tokenizer(sentence, return_tensors="pt", return_special_tokens_mask=True)
     special = encoded.pop("special_tokens_mask")[0].bool()
     captured = {}
@@ -27,7 +28,10 @@ def _reference(encoder, sentence):
         handle.remove()
     hidden = list(out.hidden_states)
     hidden[-1] = captured["x"]
-    return torch.stack([h[0][~special].mean(0) for h in hidden])
+    if pool == "first":
+        return torch.stack([h[0][0] for h in hidden])
+    keep = torch.ones_like(special) if pool == "mean-with-special" else ~special
+    return torch.stack([h[0][keep].mean(0) for h in hidden])
 
 
 @pytest.mark.parametrize("arch", ["bert", "xlm-roberta", "gpt2", "llama"])
@@ -88,3 +92,19 @@ def test_cache_reuses_activations(tmp_path, monkeypatch):
     other.source_hash = "different"
     with pytest.raises(AssertionError, match="ran"):
         extract(other, sentences, cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize("arch", ["bert", "xlm-roberta"])
+@pytest.mark.parametrize("pool", ["mean-with-special", "first"])
+def test_other_poolings_equal_one_sentence_at_a_time(arch, pool, tmp_path):
+    encoder = make_encoder(arch, layers=2)
+    sentences = synthetic_parallel(5)["fr"] + synthetic_parallel(2)["ja"]
+    stack = extract(encoder, sentences, max_tokens=40, pool=pool, cache_dir=tmp_path)
+    for i, sentence in enumerate(sentences):
+        torch.testing.assert_close(stack.values[:, i], _reference(encoder, sentence, pool), rtol=1e-5, atol=1e-5)
+    # each pooling has its own cache entry: the default is not served from this one
+    default = extract(encoder, sentences, max_tokens=40, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 2
+    assert not torch.allclose(default.values, stack.values)
+    with pytest.raises(activations.LayerscopeError, match="unknown pooling 'max'"):
+        extract(encoder, sentences, pool="max")

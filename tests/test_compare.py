@@ -67,8 +67,13 @@ def test_metrics_table_is_tidy_and_consistent(cli_run):
     measured = table[table["model"].isin(["base", "realigned"])]
     retrieval = measured[measured["metric"].str.startswith("retrieval")]["value"]
     assert retrieval.between(0, 1).all()
-    ci = table[(table["metric"] == "retrieval") & (table["model"] == "base")]
-    assert (ci["ci_low"] <= ci["value"] + 1e-12).all() and (ci["value"] <= ci["ci_high"] + 1e-12).all()
+    for model in ("base", "delta"):  # delta: the paired bootstrap interval
+        ci = table[(table["metric"] == "retrieval") & (table["model"] == model)]
+        assert ci["ci_low"].notna().all()
+        assert (ci["ci_low"] <= ci["value"] + 1e-12).all() and (ci["value"] <= ci["ci_high"] + 1e-12).all()
+    sizes = json.loads((out / "run.json").read_text())["sentences"]
+    chance = table[(table["metric"] == "retrieval_chance") & table["model"].isin(["base", "realigned"])]
+    assert len(chance) and all(row.value == pytest.approx(1 / sizes[row.lang], rel=1e-5) for row in chance.itertuples())
 
 
 def test_run_json_provenance(cli_run, tiny_checkpoints):
@@ -79,6 +84,7 @@ def test_run_json_provenance(cli_run, tiny_checkpoints):
     assert len(run["corpus"]["hash"]) == 16
     assert run["checkpoints"]["base"]["content_hash"] != run["checkpoints"]["realigned"]["content_hash"]
     assert run["versions"]["torch"] and run["seed"] == 0 and run["timings_s"]["total"] > 0
+    assert run["config"]["pool"] == "mean" and run["config"]["shuffles"] == 5
 
 
 def test_same_seed_gives_bit_identical_metrics(cli_run, tiny_checkpoints, synthetic_tsv, tmp_path):

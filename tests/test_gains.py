@@ -26,15 +26,17 @@ def _row(result, method, lang):
 
 @pytest.mark.parametrize("path", [WIDE, TIDY], ids=["wide", "tidy"])
 def test_counts_on_hand_made_table(path):
-    result = compute_gains(path, baseline="baseline", methods=["m1"], round_digits=1)
+    result = compute_gains(path, baseline="baseline", methods=["m1"], convention="exact")
     counts = result.counts.set_index("method").loc["m1"]
     # exact comparison: fr above, de within (equal to a zero-width band), ja below, ar above
     assert (counts["below"], counts["within"], counts["above"], counts["undefined"]) == (1, 1, 2, 0)
-    # rounded to 0.1: ar 44.8 is not > 42.0 + 2.8 any more
-    assert (counts["below_rounded"], counts["within_rounded"], counts["above_rounded"]) == (1, 2, 1)
+    # rounded to 0.1: ar 44.8 is not > 42.0 + 2.8 any more (the float sum is 44.8 exactly too)
+    assert (counts["below_published"], counts["within_published"], counts["above_published"]) == (1, 2, 1)
     bands = {lang: _row(result, "m1", lang)["band"] for lang in ("fr", "de", "ja", "ar")}
     assert bands == {"fr": "above", "de": "within", "ja": "below", "ar": "above"}
-    assert _row(result, "m1", "ar")["band_rounded"] == "within"
+    assert _row(result, "m1", "ar")["band_published"] == "within"
+    default = compute_gains(path, baseline="baseline", methods=["m1"])  # the published convention
+    assert default.counts.iloc[0][["below", "within", "above"]].tolist() == [1, 2, 1]
 
 
 def test_means_stds_and_deltas_are_population_statistics_in_points():
@@ -93,17 +95,31 @@ def test_method_patterns_and_default_methods():
         compute_gains(WIDE, baseline="base")
 
 
-def test_rounding_is_exact_at_ties():
-    # 0.5 away from the band edge in tenths: 42.0 + 2.8 = 44.8 exactly, mean 44.8 -> within
+def test_rounding_then_float_comparison_at_ties():
     frame = pd.DataFrame({"seed": [1, 2, 1, 2], "method": ["b", "b", "m", "m"], "lang": ["de"] * 4,
                           "score": [40.0, 44.0, 44.8, 44.8]})
-    result = compute_gains(frame, baseline="b", scale=1, round_digits=1)
+    result = compute_gains(frame, baseline="b", scale=1)
     row = _row(result, "m", "de")
     assert row["baseline_std"] == pytest.approx(2.0)
-    assert row["band"] == "above" and row["band_rounded"] == "above"  # 44.8 > 44.0
+    assert row["band_exact"] == "above" and row["band_published"] == "above"  # 44.8 > 44.0
     frame.loc[frame["method"] == "m", "score"] = 44.04
-    row = _row(compute_gains(frame, baseline="b", scale=1, round_digits=1), "m", "de")
-    assert row["band"] == "above" and row["band_rounded"] == "within"  # 44.0 is not > 44.0
+    row = _row(compute_gains(frame, baseline="b", scale=1), "m", "de")
+    assert row["band_exact"] == "above" and row["band_published"] == "within"  # 44.0 is not > 44.0
+    # the notebook's tie: baseline 62.3 ± 0.3, method 62.6; in floats 62.3 + 0.3 = 62.599999999999994
+    assert 62.3 + 0.3 < 62.6 and 62.7 - 0.3 > 62.4
+    frame = pd.DataFrame({"seed": [1, 2] * 4, "method": ["b"] * 4 + ["m"] * 4,
+                          "lang": ["vi", "vi", "ko", "ko"] * 2,
+                          "score": [62.0, 62.6, 62.4, 63.0, 62.6, 62.6, 62.4, 62.4]})
+    result = compute_gains(frame, baseline="b", scale=1)
+    vi, ko = _row(result, "m", "vi"), _row(result, "m", "ko")
+    assert (vi["baseline_mean_rounded"], vi["baseline_std_rounded"], vi["mean_rounded"]) == (62.3, 0.3, 62.6)
+    assert vi["band"] == vi["band_published"] == "above"  # the float sum decides: above
+    assert (ko["baseline_mean_rounded"], ko["baseline_std_rounded"], ko["mean_rounded"]) == (62.7, 0.3, 62.4)
+    assert ko["band"] == "below"  # 62.4 < 62.7 - 0.3 = 62.400000000000006
+    exact = compute_gains(frame, baseline="b", scale=1, convention="exact")
+    assert exact.convention == "exact" and _row(exact, "m", "vi")["band"] == "above"  # 62.6 > 62.6 - 1e-15
+    with pytest.raises(LayerscopeError, match="unknown band convention"):
+        compute_gains(frame, baseline="b", convention="notebook")
 
 
 def test_missing_column_names_file_and_column(tmp_path):
@@ -143,7 +159,7 @@ def test_unknown_layout_and_duplicates(tmp_path):
 
 
 def test_write_outputs(tmp_path):
-    result = compute_gains([WIDE], methods="m1", round_digits=1)
+    result = compute_gains([WIDE], methods="m1")
     written = result.write(tmp_path / "out")
     names = {p.name for p in written}
     assert {"gains.csv", "counts.csv", "averages.csv", "table.txt", "gains.json",
@@ -157,7 +173,11 @@ def test_cli_prints_table_and_writes(tmp_path, capsys):
     code = main(["-q", "gains", str(WIDE), "--method", "m1", "--round", "1", "-o", str(out)])
     text = capsys.readouterr().out
     assert code == 0
-    assert "1/1/2" in text and "rounded 1" in text and "1/2/1" in text
+    assert "-/=/+ published  " in text and "1/2/1" in text and "-/=/+ exact" in text and "1/1/2" in text
+    assert text.index("published  ") < text.index("exact  ")
+    code = main(["-q", "gains", str(WIDE), "--method", "m1", "--convention", "exact"])
+    text = capsys.readouterr().out
+    assert code == 0 and text.index("-/=/+ exact") < text.index("-/=/+ published")
     assert (out / "figures" / "gains_heatmap.png").is_file()
     # an existing output directory is refused without --force, in one line
     code = main(["-q", "gains", str(WIDE), "-o", str(out)])
@@ -184,7 +204,7 @@ def test_real_alignfreeze_results(shared_data):
     udpos = directory / "bert-base-multilingual-cased__opus100__udpos.csv"
     info = wide_metrics(pd.read_csv(udpos))
     assert list(info) == ["accuracy"] and len(info["accuracy"]) == 34
-    result = compute_gains(udpos, methods="freeze_realign_unfreeze_dico", round_digits=1)
+    result = compute_gains(udpos, methods="freeze_realign_unfreeze_dico")
     counts = result.counts.iloc[0]
     assert counts["n_languages"] == 34
     assert counts["below"] + counts["within"] + counts["above"] == 34
@@ -198,7 +218,7 @@ def test_public_api_names():
     import layerscope
 
     result = layerscope.gains(WIDE, methods="m1")  # the package-level name calls compute_gains
-    assert result.counts.iloc[0][["below", "within", "above"]].tolist() == [1, 1, 2]
+    assert result.counts.iloc[0][["below", "within", "above"]].tolist() == [1, 2, 1]  # published convention
     assert layerscope.regress.__module__ == "layerscope.regression"
     assert layerscope.distances.__module__ == "layerscope.typology"
 
@@ -234,3 +254,51 @@ def test_tidy_file_with_several_metrics_picks_one(tmp_path):
     assert sorted(accuracy["score"].round(6).unique()) == [0.8, 0.9]
     with pytest.raises(LayerscopeError, match="available are accuracy, f1, precision"):
         read_results(path, metric="em")
+
+
+def _notebook_counts(path: Path) -> dict[str, tuple[int, int, int]]:
+    """The published notebook's rule, written independently: per method and language the mean and
+    population std over seeds of the scores in points, both rounded to 0.1 with pandas, then
+    ``mean > base_mean + base_std`` (above) / ``mean < base_mean - base_std`` (below) in floats."""
+    frame = pd.read_csv(path)
+    prefix = "final_eval_" if any(c.startswith("final_eval_") for c in frame.columns) else "eval_"
+    metric = "f1" if any(c.endswith("_f1") for c in frame.columns if c.startswith(prefix)) else "accuracy"
+    columns = [c for c in frame.columns if c.startswith(prefix) and c.endswith("_" + metric)
+               and c[len(prefix):-len(metric) - 1] not in ("avg", "same")]
+    long = frame.melt(id_vars=["method", "seed"], value_vars=columns, var_name="lang", value_name="score")
+    long["score"] = long["score"] * 100
+    stats = long.groupby(["method", "lang"])["score"].agg(
+        mean="mean", std=lambda v: float(np.sqrt(np.mean((v - v.mean()) ** 2)))).round(1)
+    base = stats.loc["baseline"]
+    out = {}
+    for method in stats.index.get_level_values(0).unique():
+        if method == "baseline":
+            continue
+        below = within = above = 0
+        for lang, row in stats.loc[method].iterrows():
+            edge_high = float(base.loc[lang, "mean"]) + float(base.loc[lang, "std"])
+            edge_low = float(base.loc[lang, "mean"]) - float(base.loc[lang, "std"])
+            if float(row["mean"]) > edge_high:
+                above += 1
+            elif float(row["mean"]) < edge_low:
+                below += 1
+            else:
+                within += 1
+        out[method] = (below, within, above)
+    return out
+
+
+@pytest.mark.shared_data
+def test_default_counts_follow_the_published_rule_on_every_results_file(shared_data):
+    files = sorted((shared_data / "alignfreeze_results").glob("*.csv"))
+    assert len(files) == 8
+    differ_from_exact = 0
+    for path in files:
+        expected = _notebook_counts(path)
+        counts = compute_gains(path).counts.set_index("method")
+        assert set(counts.index) == set(expected)
+        for method, triple in expected.items():
+            row = counts.loc[method]
+            assert (row["below"], row["within"], row["above"]) == triple, (path.name, method)
+            differ_from_exact += (row["below_exact"], row["within_exact"], row["above_exact"]) != triple
+    assert differ_from_exact > 0  # the two conventions do differ on the published results

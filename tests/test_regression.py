@@ -281,6 +281,27 @@ def test_missing_typology_is_excluded_and_reported():
     assert "excluded: sk" in result.summary_text()
 
 
+def test_code_table_and_uriel_fill_in_the_regression(tmp_path):
+    langs = [*RUN_LANGS[:7], *RUN_LANGS[9:12], "ar", "zh", "sk"]
+    default = regress_run_metrics(fake_metrics(langs), pivot="en", n_permutations=20, n_bootstrap=20)
+    codes = default.data.drop_duplicates("lang").set_index("lang")["uriel_code"]
+    assert codes["ar"] == "ara" and codes["zh"] == "zho" and codes["fr"] == "fra"
+    assert "ar=ara" in default.summary_text() and "excluded: sk" in default.summary_text()
+    published = regress_run_metrics(fake_metrics(langs), pivot="en", codes="published", missing_as="uriel",
+                                    n_permutations=20, n_bootstrap=20)
+    codes = published.data.drop_duplicates("lang").set_index("lang")["uriel_code"]
+    assert codes["ar"] == "arb" and codes["zh"] == "cmn"
+    # with URIEL's fill Slovak is at the constant distance of an unknown language, not dropped
+    assert "sk" not in published.excluded and "sk" in set(published.data["lang"])
+    syntactic = published.data.drop_duplicates("lang").set_index("lang")["syntactic"]
+    assert syntactic["ar"] == pytest.approx(typology.distance("en", "arb", "syntactic"))
+    assert syntactic["sk"] == pytest.approx(typology.distance("en", "sk", "syntactic", missing_as="uriel"))
+    published.write(tmp_path / "regression", figures=False)
+    assert "uriel_code" in pd.read_csv(tmp_path / "regression" / "data.csv").columns
+    settings = json.loads((tmp_path / "regression" / "settings.json").read_text())
+    assert settings["codes"] == "published" and settings["missing_as"] == "uriel"
+
+
 def test_too_few_languages_and_few_per_predictor():
     with pytest.raises(LayerscopeError, match=f"at least {MIN_LANGUAGES}"):
         regress_run_metrics(fake_metrics(RUN_LANGS[:5]), pivot="en", n_permutations=10, n_bootstrap=10)

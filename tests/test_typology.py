@@ -223,3 +223,74 @@ def test_cli_errors_exit_2_in_one_line(argv, needle, capsys):
     code = main(argv)
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("layerscope: error:") and err.count("\n") == 1 and needle in err
+
+
+# --- code tables and URIEL's handling of missing features ---------------------------------------
+
+
+def _independent_vector(code3: str, prefixes: tuple[str, ...]) -> np.ndarray:
+    """URIEL's feature vector read straight from lang2vec's features.npz: max over sources,
+    unobserved (-1 in every source) as 0."""
+    with np.load(typology.lang2vec_data_dir() / "features.npz") as z:
+        row = list(z["langs"]).index(code3)
+        columns = [i for i, name in enumerate(z["feats"]) if str(name).startswith(prefixes)]
+        best = z["data"][row][columns].max(axis=1).astype(np.float64)
+    return np.where(best < 0, 0.0, best)
+
+
+def _uriel_angle(x: np.ndarray, y: np.ndarray) -> float:
+    return 2 * np.arccos(np.clip(x @ y / np.linalg.norm(x) / np.linalg.norm(y), -1, 1)) / np.pi
+
+
+@pytest.mark.parametrize("code, published, most", [
+    ("ar", "arb", "ara"), ("zh", "cmn", "zho"), ("no", "nob", "nor"), ("fa", "fas", "fas"), ("lv", "lav", "lav"),
+    ("et", "est", "est"), ("fr", "fra", "fra"), ("ara", "ara", "ara"),  # an explicit ISO 639-3 code is kept
+])
+def test_published_code_table(code, published, most):
+    assert typology.uriel_code(code, "published") == published
+    assert typology.uriel_code(code) == most
+    with pytest.raises(LayerscopeError, match="unknown code table"):
+        typology.uriel_code(code, "newest")
+
+
+def test_published_codes_change_the_distances_as_in_the_issue():
+    featural = ("S_", "P_", "INV_")
+    en = _independent_vector("eng", featural)
+    published = typology.distance("en", "ar", "featural", codes="published")
+    assert published == pytest.approx(_uriel_angle(en, _independent_vector("arb", featural)), abs=1e-9)
+    assert published == pytest.approx(0.799, abs=5e-4)
+    assert typology.distance("en", "ar", "featural") == pytest.approx(0.502, abs=1e-3)
+    inventory = typology.distances("en", ["zh"], "inventory", codes="published")
+    assert inventory.loc["zh", "uriel_code"] == "cmn" and inventory.loc["zh", "inventory"] == pytest.approx(0.593, abs=1e-3)
+
+
+def test_missing_as_uriel_is_the_distance_to_an_all_ones_vector():
+    assert math.isnan(typology.distance("en", "sk", "syntactic"))
+    filled = typology.distance("en", "sk", "syntactic", missing_as="uriel")
+    en = _independent_vector("eng", ("S_",))
+    assert filled == pytest.approx(_uriel_angle(en, np.ones_like(en)), abs=1e-9)
+    assert typology.distance("en", "fr", "syntactic", missing_as="uriel") == typology.distance("en", "fr", "syntactic")
+    table = typology.distances("en", ["sk", "fr"], missing_as="uriel")
+    assert not table.drop(columns="uriel_code").isna().any().any()
+    with pytest.raises(LayerscopeError, match="unknown handling of missing features"):
+        typology.distance("en", "sk", "syntactic", missing_as="zero")
+
+
+@pytest.mark.shared_data
+def test_missing_as_uriel_reproduces_the_reference_fill(shared_data):
+    """lang2vec 1.1.2 has no Italian phonology; the LangRank reference's ben–ita is URIEL's fill."""
+    reference = pd.read_csv(shared_data / "uriel_reference" / "langrank_el.csv")
+    row = reference[(reference["task_lang"] == "ben") & (reference["transfer_lang"] == "ita")].iloc[0]
+    assert math.isnan(typology.distance("ben", "ita", "phonological"))
+    assert typology.distance("ben", "ita", "phonological", missing_as="uriel") == pytest.approx(
+        row["phonological"], abs=1e-3)
+
+
+def test_cli_codes_option(capsys):
+    assert main(["typology", "en", "ar", "zh", "--codes", "published"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "codes published" in lines[0]
+    assert any(line.startswith("ar ") and "arb" in line for line in lines)
+    assert any(line.startswith("zh ") and "cmn" in line for line in lines)
+    assert main(["typology", "en", "ar", "--matrix", "--kinds", "syntactic", "--codes", "published"]) == 0
+    assert "ar=arb" in capsys.readouterr().out

@@ -40,8 +40,9 @@ for task in udpos wikiann xnli xquad; do
     echo "== $task (${#files[@]} files, metric $metric)"
 
     # 1. the paper's tables: every realigned method against the baseline, below/within/above
-    #    counts exact and with the published rounding to 0.1 point
-    "${LS[@]}" -q gains "${files[@]}" --metric "$metric" --round 1 \
+    #    counts as published (means and stds rounded to 0.1 point, compared as floats: the
+    #    default) and exact
+    "${LS[@]}" -q gains "${files[@]}" --metric "$metric" \
         --method "$(methods full "$task"),$(methods front "$task"),$(methods back "$task")" \
         --force -o "$OUT/gains/$task" > /dev/null
 
@@ -49,11 +50,12 @@ for task in udpos wikiann xnli xquad; do
         # 2. per-language gains of one policy (all its aligners), the input of the regressions
         "${LS[@]}" -q gains "${files[@]}" --metric "$metric" --method "$(methods "$policy" "$task")" \
             --no-figures --force -o "$OUT/gains-$policy/$task" > /dev/null
-        # 3. gain ~ URIEL distance from English (syntactic, genetic, geographic) + block effects
-        "${LS[@]}" -q regress "$OUT/gains-$policy/$task/gains.csv" --force -o "$OUT/regress-$policy/$task" \
-            > /dev/null
+        # 3. gain ~ URIEL distance from English (syntactic, genetic, geographic) + block effects,
+        #    with the URIEL codes of the published regression (arb, cmn, nob, fas, lav)
+        "${LS[@]}" -q regress "$OUT/gains-$policy/$task/gains.csv" --codes published --force \
+            -o "$OUT/regress-$policy/$task" > /dev/null
         # 4. the same with the baseline score as a predictor
-        "${LS[@]}" -q regress "$OUT/gains-$policy/$task/gains.csv" \
+        "${LS[@]}" -q regress "$OUT/gains-$policy/$task/gains.csv" --codes published \
             --formula "gain ~ syntactic + genetic + geographic + baseline + C(group)" \
             --force -o "$OUT/regress-$policy-baseline/$task" > /dev/null
     done
@@ -62,7 +64,7 @@ done
 # 5. AlignFreeze with the dictionary across the four tasks and both models (one row per
 #    language, model and task; a random intercept per language in the mixed model)
 "${LS[@]}" -q regress "$OUT"/gains-front/{udpos,wikiann,xnli,xquad}/gains.csv --method freeze_realign_unfreeze_dico \
-    --force -o "$OUT/regress-front-dico-all-tasks" > /dev/null
+    --codes published --force -o "$OUT/regress-front-dico-all-tasks" > /dev/null
 
 echo "tables:      $OUT/gains/<task>/table.txt and counts.csv"
 echo "regressions: $OUT/regress-<full|front|back>[-baseline]/<task>/summary.txt"

@@ -36,3 +36,15 @@ def add_realign_conventions(parser, *, prefix: str = "") -> None:
 
 def command_line() -> list[str]:
     return ["layerscope", *sys.argv[1:]]
+
+
+def add_typology_options(parser: argparse.ArgumentParser) -> None:
+    """--codes and --missing-as: which URIEL language a code means, and what a language without
+    features of a kind gets (shared by typology and regress)."""
+    parser.add_argument("--codes", default="most-features", choices=["most-features", "published"],
+                        help="URIEL code of a macrolanguage: the one with most features (ara, zho, nor ...) or the "
+                             "published AlignFreeze regression's (arb, cmn, nob, fas, lav) (default: most-features)")
+    parser.add_argument("--missing-as", default="nan", choices=["nan", "uriel"],
+                        help="a language without features of a kind: no distance, so regress drops it (nan, "
+                             "default), or URIEL's constant distance to an unknown language (uriel: all-ones "
+                             "vector, geographic and genetic 1)")

@@ -42,7 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "procrustes, procrustes_distance, procrustes_angular; the last five also "
                              "give drift_<name>, base vs realigned)")
     parser.add_argument("--no-baselines", action="store_true", help="skip the shuffled-pair baselines")
-    parser.add_argument("--seed", type=int, default=0, help="seed for shuffled baselines and the regression (default: 0)")
+    parser.add_argument("--shuffles", type=int, default=5, metavar="K",
+                        help="derangements behind each shuffled-pair baseline: mean and spread over them (default: 5)")
+    parser.add_argument("--pool", default="mean", choices=["mean", "mean-with-special", "first"],
+                        help="sentence vector: mean over real tokens without special tokens (default), mean with "
+                             "special tokens, or the first token ([CLS] / <s>)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed for shuffled baselines, bootstrap intervals and the regression (default: 0)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                         help="forward-pass precision (auto: bf16 autocast on GPU, fp32 on CPU)")
     parser.add_argument("--max-length", type=int, default=256, help="cut sentences at this many sub-tokens (default: 256)")
@@ -75,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
         metrics=[m.strip() for m in args.metrics.split(",") if m.strip()],
         baselines=not args.no_baselines,
         seed=args.seed,
+        shuffles=args.shuffles,
+        pool=args.pool,
         cache_dir=args.cache_dir,
         precision=args.precision,
         max_length=args.max_length,

@@ -12,13 +12,15 @@ Read task results (the per-seed layout of the published AlignFreeze results, wit
 final_eval_<lang>_<metric> columns, or a tidy seed,method,lang,score table) and report per
 language and method the mean ± population std over seeds, the difference to the baseline, and
 how many languages fall below / within / above the baseline's mean ± std band. Scores in [0, 1]
-are shown in points (×100). --round 1 adds the published-table convention (means and stds
-rounded to 0.1 point before comparing) beside the exact comparison. With -o, writes gains.csv,
+are shown in points (×100). By default the bands follow the published AlignFreeze counts:
+means and stds rounded to 0.1 point (--round) and then compared as floats, so that a file of
+the published results gives the published counts; --convention exact compares the unrounded
+values. Both counts are printed, the chosen one first. With -o, writes gains.csv,
 averages.csv, counts.csv, table.txt, gains.json and figures/gains_heatmap.{png,svg}."""
 EPILOG = """\
 examples:
   layerscope gains results.csv --baseline baseline --method freeze_realign_unfreeze_dico
-  layerscope gains mbert_udpos.csv distilmbert_udpos.csv --method 'freeze_realign_unfreeze_*' --round 1 -o gains/
+  layerscope gains mbert_udpos.csv distilmbert_udpos.csv --method 'freeze_realign_unfreeze_*' -o gains/
   layerscope gains wikiann.csv --metric f1 --method before_dico,freeze_realign_unfreeze_dico
   layerscope gains tidy.csv --baseline base --method realigned     # columns seed,method,lang,score
 """
@@ -34,8 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                          "accuracy, em)")
     parser.add_argument("--scale", default="auto",
                         help="multiply scores by this; auto = 100 when all lie in [0, 1] (default: auto)")
-    parser.add_argument("--round", dest="round_digits", type=int, metavar="DIGITS",
-                        help="also compare means and stds rounded to DIGITS decimals, as published tables do")
+    parser.add_argument("--convention", choices=("published", "exact"), default="published",
+                        help="band comparison: published = means and stds rounded to --round decimals, then "
+                             "compared as floats, as the published counts; exact = unrounded (default: published)")
+    parser.add_argument("--round", dest="round_digits", type=int, default=1, metavar="DIGITS",
+                        help="decimals of the published convention's rounding (default: 1, i.e. 0.1 point)")
     parser.add_argument("--no-figures", action="store_true", help="skip the heatmap")
     add_output(parser, what="output directory")
 
@@ -56,10 +61,11 @@ def run(args: argparse.Namespace) -> int:
             scale = float(scale)
         except ValueError:
             raise LayerscopeError(f"--scale must be a number or 'auto', not {args.scale!r}") from None
-    if args.round_digits is not None and not 0 <= args.round_digits <= 6:
+    if not 0 <= args.round_digits <= 6:
         raise LayerscopeError("--round must be between 0 and 6")
     result = compute_gains(args.results, baseline=args.baseline, methods=methods, metric=args.metric,
-                           scale=scale, round_digits=args.round_digits)
+                           scale=scale, round_digits=args.round_digits,
+                           convention=args.convention)
     print(result.paper_table())
     if args.output:
         with staged_directory(args.output, force=args.force) as staging:

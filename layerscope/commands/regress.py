@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import command_line
+from ._common import add_typology_options, command_line
 
 HELP = "regress realignment gains on typology (OLS/HC3, LOLO R², permutation, bootstrap, mixed model)"
 DESCRIPTION = """\
@@ -44,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--feature-table", metavar="CSV", help="per-language features for the 'custom' distance")
     parser.add_argument("--source", default="lang2vec", choices=["lang2vec", "urielplus"],
                         help="typology source (default: lang2vec)")
+    add_typology_options(parser)
     parser.add_argument("--permutations", type=int, default=2000, help="permutations (default: 2000)")
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap samples (default: 2000)")
     parser.add_argument("--seed", type=int, default=0, help="seed for permutations and bootstrap (default: 0)")
@@ -77,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         covariates=args.covariates,
         feature_table=args.feature_table,
         source=args.source,
+        codes=args.codes,
+        missing_as=args.missing_as,
         seed=args.seed,
         n_permutations=args.permutations,
         n_bootstrap=args.bootstrap,

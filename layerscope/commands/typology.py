@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import add_typology_options
+
 HELP = "URIEL typological distances (syntactic, phonological, inventory, featural, genetic, geographic)"
 DESCRIPTION = """\
 Print URIEL distances from a pivot language to target languages, computed from the features
@@ -20,6 +22,7 @@ examples:
   layerscope typology en fr ja ar --matrix --kinds syntactic
   layerscope typology en fr ja --feature-table my_features.csv --kinds syntactic,custom
   layerscope typology en fr ja ar --csv distances.csv
+  layerscope typology en ar zh no fa lv --codes published   # arb, cmn, nob, fas, lav as published
 """
 
 
@@ -32,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where distances come from (default: lang2vec)")
     parser.add_argument("--feature-table", metavar="CSV",
                         help="per-language features (a lang column + numeric columns) for the 'custom' distance")
+    add_typology_options(parser)
     parser.add_argument("--matrix", action="store_true", help="all pairs of LANGs, one matrix per distance type")
     parser.add_argument("--digits", type=int, default=4, help="decimals shown (default: 4)")
     parser.add_argument("--csv", metavar="FILE", help="also write the table as CSV")
@@ -52,10 +56,14 @@ def run(args: argparse.Namespace) -> int:
         blocks = []
         frames = []
         for kind in kinds:
-            matrix = typology.distance_matrix(args.langs, kind, source=args.source)
+            matrix = typology.distance_matrix(args.langs, kind, source=args.source, codes=args.codes,
+                                              missing_as=args.missing_as)
             blocks.append(f"{kind} (row → column)\n" + matrix.to_string(float_format=lambda v: f"{v:.{args.digits}f}",
                                                                        na_rep="n/a"))
             frames.append(matrix.assign(kind=kind).reset_index())
+        used = ", ".join(f"{typology.label(c)}={typology.uriel_code(c, args.codes) or 'not in URIEL'}"
+                         for c in dict.fromkeys(args.langs))
+        print(f"URIEL codes ({args.codes}): {used}\n")
         print("\n\n".join(blocks))
         if args.csv:
             import pandas as pd
@@ -67,12 +75,15 @@ def run(args: argparse.Namespace) -> int:
     targets = args.langs if args.pivot else args.langs[1:]
     if not targets:
         raise LayerscopeError("give a pivot and at least one target language, e.g. layerscope typology en fr ja")
-    table = typology.distances(pivot, targets, kinds, source=args.source, feature_table=args.feature_table)
+    table = typology.distances(pivot, targets, kinds, source=args.source, feature_table=args.feature_table,
+                               codes=args.codes, missing_as=args.missing_as)
     note = "; genetic normalised by the target's lineage depth" if args.source == "lang2vec" else ""
-    print(f"distances from {typology.label(pivot)} ({typology.uriel_code(pivot) or 'not in URIEL'}), "
+    note += f"; codes {args.codes}" + ("; missing features as URIEL does" if args.missing_as == "uriel" else "")
+    print(f"distances from {typology.label(pivot)} ({typology.uriel_code(pivot, args.codes) or 'not in URIEL'}), "
           f"source {args.source}{note}")
     print(table.to_string(float_format=lambda v: f"{v:.{args.digits}f}", na_rep="n/a"))
-    notes = typology.missing(pivot, table, source=args.source, feature_table=args.feature_table)
+    notes = typology.missing(pivot, table, source=args.source, feature_table=args.feature_table, codes=args.codes,
+                             missing_as=args.missing_as)
     for line in notes:
         print(f"missing: {line}")
     if args.csv:

@@ -125,11 +125,12 @@ def curves_figure(table: pd.DataFrame, metrics: Sequence[str]) -> plt.Figure:
             ax.plot(stats.index, stats["mean"], marker="o", ms=3, color=colour, label=model)
             ax.fill_between(stats.index, stats["mean"] - stats["std"].fillna(0), stats["mean"] + stats["std"].fillna(0),
                             color=colour, alpha=0.15, linewidth=0)
-        chance = "cka_shuffled" if metric.startswith("cka") else "retrieval_shuffled"
+        chance = "cka_shuffled" if metric.startswith("cka") else "retrieval_chance"
         sub = table[(table["model"] == "base") & (table["metric"] == chance)]
         if not sub.empty and metric in ("cka", "retrieval", "retrieval_centered"):
             stats = sub.groupby("layer")["value"].mean().sort_index()
-            ax.plot(stats.index, stats.values, ls=":", color="#888888", label="shuffled pairs")
+            ax.plot(stats.index, stats.values, ls=":", color="#888888",
+                    label="shuffled pairs" if chance == "cka_shuffled" else "chance (1/n)")
         num_layers = int(table["layer"].max()) + 1
         ax.set_xticks(range(num_layers), layer_labels(num_layers), fontsize=7)
         ax.set_xlabel("layer")
