@@ -92,10 +92,11 @@ def summarize(metrics: pd.DataFrame, *, pivot: str, metric: str = "retrieval") -
         beyond = (judged["verdict"] == noise.BEYOND).groupby(judged["layer"]).sum()
         means = judged.groupby("layer")["value"].mean()
         if beyond.max() == 0:
-            lines.append("  mean over languages: within noise (no language changed beyond noise at any layer)")
+            lines.append(f"  mean over languages: {metric} within noise (no language's {metric} changed beyond "
+                         "noise at any layer)")
         else:
             best = int(means[beyond > 0].abs().idxmax())
-            lines.append(f"  mean over languages: largest change at layer {best} ({means[best]:+.3f}), "
+            lines.append(f"  mean over languages: largest {metric} change at layer {best} ({means[best]:+.3f}), "
                          f"beyond noise there for {int(beyond[best])} of {n_langs} languages")
     return "\n".join(lines)
 

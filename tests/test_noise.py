@@ -85,7 +85,7 @@ def test_summary_names_the_real_change_and_calls_the_other_noise(table):
     assert "CKA: layer 2 +0.200 (> shuffled spread 0.020)" in lines["fr"]
     assert lines["de"].split(None, 1)[1] == "retrieval: within noise; CKA: within noise"
     assert "0.040" not in lines["de"] and "0.010" not in lines["de"]
-    assert lines["mean"].strip() == ("mean over languages: largest change at layer 2 (+0.170), "
+    assert lines["mean"].strip() == ("mean over languages: largest retrieval change at layer 2 (+0.170), "
                              "beyond noise there for 1 of 2 languages")
 
 
@@ -93,7 +93,7 @@ def test_summary_when_nothing_is_beyond_noise(table):
     quiet = table[~((table["lang"] == "fr") & (table["layer"] == 2))]
     text = summarize(quiet, pivot="en")
     assert "+0.300" not in text and "layer 2" not in text
-    assert text.splitlines()[-1].endswith("within noise (no language changed beyond noise at any layer)")
+    assert text.splitlines()[-1].endswith("retrieval within noise (no language's retrieval changed beyond noise at any layer)")
 
 
 def test_report_marks_changes_within_noise(table):
