@@ -9,6 +9,7 @@ directory: ``metrics.csv``, ``run.json``, ``figures/``, ``regression/``, ``repor
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any, Sequence
 import pandas as pd
 import torch
 
-from . import languages, probes
+from . import languages, noise, probes
 from .errors import LayerscopeError
 
 log = logging.getLogger(__name__)
@@ -46,28 +47,58 @@ def _stack_groups(encoder) -> dict[str, dict[str, torch.Tensor]]:
     return {name: {p: params[p].detach() for p in groups[name]} for name in ordered}
 
 
+def _change_text(row) -> str:
+    """A Δ beyond noise with what it was judged by: its interval, or the shuffled spread."""
+    if math.isnan(row.noise):
+        return f"{row.value:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}]"
+    return f"{row.value:+.3f} (> shuffled spread {row.noise:.3f})"
+
+
+def _verdict_text(judged: pd.DataFrame, top: int) -> tuple[str, set[int]]:
+    """Up to ``top`` layers beyond noise, largest |Δ| first, or why none is named; and their layers."""
+    real = judged[judged["verdict"] == noise.BEYOND]
+    if real.empty:
+        if (judged["verdict"] == noise.UNJUDGED).all():
+            return "not judged (no interval and no shuffled baseline)", set()
+        return "within noise", set()
+    ordered = real.reindex(real["value"].abs().sort_values(ascending=False).index).head(top)
+    text = ", ".join(f"layer {int(row.layer)} {_change_text(row)}" for row in ordered.itertuples())
+    return text, {int(layer) for layer in ordered["layer"]}
+
+
 def summarize(metrics: pd.DataFrame, *, pivot: str, metric: str = "retrieval") -> str:
-    """Per language, the layers where realignment changed cross-lingual alignment most."""
-    lines = []
-    changes = probes.biggest_changes(metrics, metric=metric, top=2)
-    cka_changes = probes.biggest_changes(metrics, metric="cka", top=1)
+    """Per language, the layers where realignment changed cross-lingual alignment most, naming a
+    change only when it is beyond noise (:mod:`layerscope.noise`); otherwise "within noise"."""
+    judged = noise.judge_deltas(metrics, metric)
+    cka = noise.judge_deltas(metrics, "cka")
     last = int(metrics["layer"].max())
-    lines.append(f"Where realignment changed alignment with {pivot} most (Δ realigned − base; layer 0 = embeddings):")
-    width = max((len(lang) for lang in changes), default=2)
-    for lang in languages.family_order(changes):
-        parts = ", ".join(f"layer {layer} {value:+.3f}" for layer, value in changes[lang])
-        delta = metrics[(metrics["model"] == "delta") & (metrics["metric"] == metric) & (metrics["lang"] == lang)]
-        at_last = delta[delta["layer"] == last]["value"]
-        extra = ""
-        if lang in cka_changes and cka_changes[lang]:
-            layer, value = cka_changes[lang][0]
-            extra = f"; CKA most at layer {layer} ({value:+.3f})"
-        last_text = f" (last layer {float(at_last.iloc[0]):+.3f})" if len(at_last) else ""
-        lines.append(f"  {lang:<{width}}  {metric}: {parts}{last_text}{extra}")
-    means = metrics[(metrics["model"] == "delta") & (metrics["metric"] == metric)].groupby("layer")["value"].mean()
-    if len(means):
-        best = int(means.abs().idxmax())
-        lines.append(f"  mean over languages: largest change at layer {best} ({means[best]:+.3f})")
+    lines = [f"Where realignment changed alignment with {pivot} most (Δ realigned − base [95% CI]; "
+             "layer 0 = embeddings; a change is named only when its interval excludes 0, or, without an "
+             "interval, when it exceeds the spread of the shuffled-pair baseline):"]
+    langs = list(dict.fromkeys(str(lang) for lang in judged["lang"]))
+    width = max((len(lang) for lang in langs), default=2)
+    for lang in languages.family_order(langs):
+        mine = judged[judged["lang"] == lang]
+        named, layers = _verdict_text(mine, top=2)
+        text = f"  {lang:<{width}}  {metric}: {named}"
+        at_last = mine[(mine["layer"] == last) & (mine["verdict"] == noise.BEYOND)]
+        if len(at_last) and last not in layers:
+            text += f" (last layer {_change_text(next(at_last.itertuples()))})"
+        theirs = cka[cka["lang"] == lang]
+        if len(theirs):
+            text += f"; CKA: {_verdict_text(theirs, top=1)[0]}"
+        lines.append(text)
+    if len(judged):
+        n_langs = len(langs)
+        beyond = (judged["verdict"] == noise.BEYOND).groupby(judged["layer"]).sum()
+        means = judged.groupby("layer")["value"].mean()
+        if beyond.max() == 0:
+            lines.append(f"  mean over languages: {metric} within noise (no language's {metric} changed beyond "
+                         "noise at any layer)")
+        else:
+            best = int(means[beyond > 0].abs().idxmax())
+            lines.append(f"  mean over languages: largest {metric} change at layer {best} ({means[best]:+.3f}), "
+                         f"beyond noise there for {int(beyond[best])} of {n_langs} languages")
     return "\n".join(lines)
 
 
@@ -174,8 +205,8 @@ def compare(
 
     tick = time.perf_counter()
     table = pd.concat(tables, ignore_index=True)
-    table = pd.concat([table, probes.delta_table(table, hits=hits, resamples=settings.resamples, seed=seed)],
-                      ignore_index=True)
+    table = noise.fill_delta_intervals(pd.concat(
+        [table, probes.delta_table(table, hits=hits, resamples=settings.resamples, seed=seed)], ignore_index=True))
     same_language_base = {pivot: next(iter(stacks["base"][0].values()))} if parallel.multiway else {}
     same_language_realigned = {pivot: next(iter(stacks["realigned"][0].values()))} if parallel.multiway else {}
     same_language_base.update(stacks["base"][1])

@@ -215,13 +215,3 @@ def weight_change_table(base_groups: Mapping[str, dict[str, torch.Tensor]],
         value = similarity.relative_weight_change(base_groups[group], realigned_groups[group])
         rows.append(("drift", "weight_change", layer, "all", value, math.nan, math.nan))
     return pd.DataFrame(rows, columns=COLUMNS)
-
-
-def biggest_changes(table: pd.DataFrame, metric: str = "retrieval", top: int = 2) -> dict[str, list[tuple[int, float]]]:
-    """Per language, the layers whose ``metric`` changed most (by |Δ|), as (layer, Δ) pairs."""
-    delta = table[(table["model"] == "delta") & (table["metric"] == metric)]
-    out: dict[str, list[tuple[int, float]]] = {}
-    for lang, group in delta.groupby("lang", sort=False):
-        ordered = group.reindex(group["value"].abs().sort_values(ascending=False).index).head(top)
-        out[str(lang)] = [(int(layer), float(value)) for layer, value in zip(ordered["layer"], ordered["value"])]
-    return out

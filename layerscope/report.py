@@ -25,7 +25,7 @@ figure img{max-width:100%;height:auto;display:block}figcaption{font-size:.85rem;
 table{border-collapse:collapse;font-size:.85rem;background:#fff;margin:.5rem 0;display:block;overflow-x:auto;max-width:100%}
 th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:right;white-space:nowrap}th{background:#f0f0f0}
 td.l,th.l{text-align:left}pre{background:#fff;border:1px solid #e3e3e3;padding:.6rem;overflow-x:auto;font-size:.8rem}
-.pos{color:#b2182b}.neg{color:#2166ac}details{margin:.5rem 0}
+.pos{color:#b2182b}.neg{color:#2166ac}.noise{color:#9a9a9a}details{margin:.5rem 0}
 """
 
 CAPTIONS = {
@@ -72,13 +72,29 @@ def _table(frame: pd.DataFrame, *, float_format: str = "{:+.3f}", signed: bool =
 
 
 def _delta_table(metrics: pd.DataFrame, metric: str) -> str:
-    delta = metrics[(metrics["model"] == "delta") & (metrics["metric"] == metric)]
-    if delta.empty:
+    """Δ per language (rows) and layer (columns); only changes beyond noise are coloured."""
+    from .noise import BEYOND, judge_deltas
+
+    judged = judge_deltas(metrics, metric)
+    if judged.empty:
         return ""
-    wide = delta.pivot_table(index="lang", columns="layer", values="value").sort_index()
-    wide.columns = ["emb" if c == 0 else f"L{c}" for c in wide.columns]
-    wide = wide.reset_index()
-    return _table(wide)
+    layers = sorted(int(layer) for layer in judged["layer"].unique())
+    cells = {(str(r.lang), int(r.layer)): (float(r.value), r.verdict) for r in judged.itertuples()}
+    head = '<th class="l">lang</th>' + "".join(f"<th>{'emb' if c == 0 else f'L{c}'}</th>" for c in layers)
+    rows = []
+    for lang in sorted({lang for lang, _ in cells}):
+        tds = [f'<td class="l">{html.escape(lang)}</td>']
+        for layer in layers:
+            value, verdict = cells.get((lang, layer), (float("nan"), ""))
+            if pd.isna(value):
+                tds.append("<td>–</td>")
+                continue
+            klass = ("pos" if value > 0 else "neg" if value < 0 else "") if verdict == BEYOND else "noise"
+            tds.append(f'<td class="{klass}">{value:+.3f}</td>')
+        rows.append("<tr>" + "".join(tds) + "</tr>")
+    legend = ('<p class="meta">coloured: beyond noise (interval excludes 0, or, without one, larger than the '
+              'shuffled baseline\'s spread); <span class="noise">grey: within noise</span></p>')
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>{legend}"
 
 
 def _provenance(run: dict) -> str:

@@ -63,6 +63,12 @@ ArrayLike = Tensor | np.ndarray
 
 METHODS = ("linear", "debiased", "rbf")
 
+# How the RBF bandwidth b of K = exp(-d² / (2b²)) follows from the data (σ = ``sigma``):
+# "kornblith": b² = σ² × median of the whole n × n matrix of squared distances, diagonal zeros
+#   included, as in the reference ``gram_rbf(x, threshold)`` of Kornblith et al. (2019);
+# "pairs": b = σ × median Euclidean distance over the pairs i < j.
+RBF_BANDWIDTHS = ("kornblith", "pairs")
+
 # Largest number of float64 Gram entries held per layer stack at once (256 MiB). Below it a
 # CKA matrix is one matmul over the flattened Grams; above it the Gram rows are processed in
 # chunks and the inner products accumulated, so memory stays bounded for any n.
@@ -200,6 +206,13 @@ def _check_sigma(sigma: float) -> float:
     return value
 
 
+def _check_bandwidth(bandwidth: str) -> str:
+    if bandwidth in RBF_BANDWIDTHS:
+        return bandwidth
+    known = ", ".join(repr(b) for b in RBF_BANDWIDTHS)
+    raise LayerscopeError(f"unknown RBF bandwidth rule {bandwidth!r}; choose one of {known}")
+
+
 def _check_chunk(chunk_size: int | None) -> int | None:
     if chunk_size is None:
         return None
@@ -246,16 +259,37 @@ def _median(v: Tensor) -> Tensor:
     return (lo + hi) / 2
 
 
-def _bandwidths(x: Tensor, sigma: float, name: str) -> Tensor:
-    """sigma × median pairwise Euclidean distance (over pairs i < j) of each layer: (L,)."""
+def _median_of_full_matrix(pair_values: Tensor, n: int) -> Tensor:
+    """Median (numpy's, over n² entries) of the symmetric n × n matrix with zeros on the diagonal
+    and ``pair_values`` (the n(n-1)/2 entries i < j, 1-D) off it, without forming the matrix:
+    sorted, that matrix reads n zeros, then every pair value twice."""
+
+    def entry(k: int) -> Tensor:  # k-th smallest (0-based) entry of the full matrix
+        if k < n:
+            return pair_values.new_zeros(())
+        return torch.kthvalue(pair_values, (k - n) // 2 + 1).values
+
+    total = n * n
+    if total % 2:
+        return entry(total // 2)
+    return (entry(total // 2 - 1) + entry(total // 2)) / 2
+
+
+def _bandwidths(x: Tensor, sigma: float, name: str, rule: str = "kornblith") -> Tensor:
+    """The RBF bandwidth of each layer of x (L, n, d) under ``rule`` (see RBF_BANDWIDTHS): (L,)."""
     out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
     for layer in range(x.shape[0]):
-        med = _median(torch.pdist(x[layer]))
+        dist = torch.pdist(x[layer])
+        if rule == "pairs":
+            med = _median(dist)
+        else:
+            med = _median_of_full_matrix(dist.square_(), x.shape[1]).sqrt()
         if float(sigma * med) <= 0:
             where = name if x.shape[0] == 1 else f"layer {layer} of {name}"
+            what = "pairwise distance" if rule == "pairs" else "squared distance (n × n, diagonal included)"
             raise LayerscopeError(
-                f"the median pairwise distance of {where} (shape {_shape(x[layer])}) is 0 "
-                "(more than half of the row pairs are identical), so the RBF bandwidth is undefined"
+                f"the median {what} of {where} (shape {_shape(x[layer])}) is 0 "
+                "(most pairs of rows are identical), so the RBF bandwidth is undefined"
             )
         out[layer] = sigma * med
     return out
@@ -517,27 +551,34 @@ def gram_linear(x: ArrayLike) -> Tensor:
     return tx @ tx.T
 
 
-def gram_rbf(x: ArrayLike, sigma: float = 1.0) -> Tensor:
-    """RBF Gram matrix ``K_ij = exp(-‖x_i - x_j‖² / (2 b²))`` with bandwidth
-    ``b = sigma × median pairwise Euclidean distance`` (median over the pairs i < j).
+def gram_rbf(x: ArrayLike, sigma: float = 1.0, *, bandwidth: str = "kornblith") -> Tensor:
+    """RBF Gram matrix ``K_ij = exp(-‖x_i - x_j‖² / (2 b²))``.
+
+    By default (``bandwidth="kornblith"``) ``b² = sigma² × median(D²)`` with the median over the
+    whole n × n matrix D² of squared distances, diagonal zeros included: the ``gram_rbf(x,
+    threshold)`` of Kornblith et al.'s reference code with ``threshold = sigma``. With
+    ``bandwidth="pairs"``, ``b = sigma × median Euclidean distance over the pairs i < j``.
 
     Parameters
     ----------
     x : tensor or array of shape (n, d), n >= 2
     sigma : float, default 1.0
-        Bandwidth as a multiple of the median pairwise distance.
+        Bandwidth as a multiple of the median (squared) distance's scale.
+    bandwidth : {"kornblith", "pairs"}, default "kornblith"
+        Which median sets the bandwidth (see above).
 
     Returns
     -------
     float64 tensor of shape (n, n), ones on the diagonal.
     """
     sigma = _check_sigma(sigma)
+    bandwidth = _check_bandwidth(bandwidth)
     tx = _array(x, "x", 2)
     if tx.shape[0] < 2:
         raise LayerscopeError(f"an RBF Gram needs at least 2 rows (n >= 2), got x of shape {_shape(tx)}")
     _check_finite(tx, "x")
     xs = _centre_scale(tx, "x")[None]
-    bw = _bandwidths(xs, sigma, "x")
+    bw = _bandwidths(xs, sigma, "x", bandwidth)
     n = tx.shape[0]
     return _kernel_rows(xs, 0, n, kernel="rbf", sq_norms=_rbf_sq_norms(xs, bw), bandwidth=bw, zero_diag=False)[0]
 
@@ -627,9 +668,14 @@ def debiased_linear_cka(x: ArrayLike, y: ArrayLike) -> float:
     return _debiased_cka(_centre_scale(tx, "x"), _centre_scale(ty, "y"))
 
 
-def rbf_cka(x: ArrayLike, y: ArrayLike, sigma: float = 1.0, debiased: bool = False) -> float:
-    """CKA with RBF kernels whose bandwidth is ``sigma × median pairwise Euclidean distance``
-    (of x and y separately, median over the pairs i < j).
+def rbf_cka(
+    x: ArrayLike, y: ArrayLike, sigma: float = 1.0, debiased: bool = False, *, bandwidth: str = "kornblith"
+) -> float:
+    """CKA with the RBF Grams of :func:`gram_rbf` (bandwidth of x and y set separately).
+
+    The default bandwidth follows Kornblith et al.'s reference code (``threshold = sigma``,
+    median over the whole matrix of squared distances); ``bandwidth="pairs"`` uses
+    ``sigma × median Euclidean distance over the pairs i < j``.
 
     Parameters
     ----------
@@ -638,16 +684,18 @@ def rbf_cka(x: ArrayLike, y: ArrayLike, sigma: float = 1.0, debiased: bool = Fal
     sigma : float, default 1.0
     debiased : bool, default False
         Use the unbiased HSIC estimator instead of the centred (biased) one.
+    bandwidth : {"kornblith", "pairs"}, default "kornblith"
 
     Returns
     -------
     float. Memory: the Grams are accumulated over row chunks for large n (see :func:`cka_matrix`).
     """
     sigma = _check_sigma(sigma)
+    bandwidth = _check_bandwidth(bandwidth)
     what = "debiased RBF CKA" if debiased else "RBF CKA"
     tx, ty = _validated_pair(x, y, names=("x", "y"), ndim=2, min_rows=4 if debiased else 2, what=what)
     xs, ys = _centre_scale(tx, "x")[None], _centre_scale(ty, "y")[None]
-    bx, by = _bandwidths(xs, sigma, "x"), _bandwidths(ys, sigma, "y")
+    bx, by = _bandwidths(xs, sigma, "x", bandwidth), _bandwidths(ys, sigma, "y", bandwidth)
     out = _cka_from_grams(xs, ys, kernel="rbf", unbiased=debiased, names=("x", "y"), bw_a=bx, bw_b=by)
     return float(out[0, 0])
 
@@ -659,6 +707,7 @@ def cka_matrix(
     method: str = "debiased",
     sigma: float = 1.0,
     chunk_size: int | None = None,
+    bandwidth: str = "kornblith",
 ) -> Tensor:
     """CKA between every layer of ``a`` and every layer of ``b``.
 
@@ -672,10 +721,12 @@ def cka_matrix(
     a : tensor or array of shape (La, n, d1)
     b : tensor or array of shape (Lb, n, d2); may be ``a`` itself (computed once)
     method : {"linear", "debiased", "rbf"}, default "debiased"
-        Linear CKA, debiased linear CKA (n >= 4), or RBF CKA with centred HSIC and
-        bandwidth ``sigma ×`` the median pairwise distance of each layer.
+        Linear CKA, debiased linear CKA (n >= 4), or RBF CKA with centred HSIC and the
+        bandwidth of :func:`gram_rbf` for each layer.
     sigma : float, default 1.0
         RBF bandwidth multiplier (ignored for the linear methods).
+    bandwidth : {"kornblith", "pairs"}, default "kornblith"
+        RBF bandwidth rule of :func:`gram_rbf` (ignored for the linear methods).
     chunk_size : int, optional
         Gram rows per chunk. By default all n rows at once while one layer stack's Grams fit in
         2**25 float64 entries (256 MiB; e.g. n <= 5792 for one layer, n <= 1606 for 13 layers),
@@ -689,6 +740,7 @@ def cka_matrix(
     """
     method = _check_method(method)
     sigma = _check_sigma(sigma)
+    bandwidth = _check_bandwidth(bandwidth)
     chunk_size = _check_chunk(chunk_size)
     debiased = method == "debiased"
     ta, tb = _validated_pair(
@@ -699,14 +751,16 @@ def cka_matrix(
     kernel = "rbf" if method == "rbf" else "linear"
     bw_a = bw_b = None
     if kernel == "rbf":
-        bw_a = _bandwidths(xa, sigma, "a")
-        bw_b = None if xb is None else _bandwidths(xb, sigma, "b")
+        bw_a = _bandwidths(xa, sigma, "a", bandwidth)
+        bw_b = None if xb is None else _bandwidths(xb, sigma, "b", bandwidth)
     return _cka_from_grams(
         xa, xb, kernel=kernel, unbiased=debiased, names=("a", "b"), bw_a=bw_a, bw_b=bw_b, chunk_size=chunk_size
     )
 
 
-def cka_per_layer(a: ArrayLike, b: ArrayLike, *, method: str = "debiased", sigma: float = 1.0) -> Tensor:
+def cka_per_layer(
+    a: ArrayLike, b: ArrayLike, *, method: str = "debiased", sigma: float = 1.0, bandwidth: str = "kornblith"
+) -> Tensor:
     """CKA between layer l of ``a`` and layer l of ``b`` for every l: the diagonal of
     :func:`cka_matrix`, at the cost of L (not L²) comparisons; the linear methods use the
     O(n·d²) feature-space forms when n > d.
@@ -718,6 +772,8 @@ def cka_per_layer(a: ArrayLike, b: ArrayLike, *, method: str = "debiased", sigma
     method : {"linear", "debiased", "rbf"}, default "debiased"
     sigma : float, default 1.0
         RBF bandwidth multiplier (ignored for the linear methods).
+    bandwidth : {"kornblith", "pairs"}, default "kornblith"
+        RBF bandwidth rule of :func:`gram_rbf` (ignored for the linear methods).
 
     Returns
     -------
@@ -725,6 +781,7 @@ def cka_per_layer(a: ArrayLike, b: ArrayLike, *, method: str = "debiased", sigma
     """
     method = _check_method(method)
     sigma = _check_sigma(sigma)
+    bandwidth = _check_bandwidth(bandwidth)
     ta, tb = _validated_pair(
         a,
         b,
@@ -744,7 +801,8 @@ def cka_per_layer(a: ArrayLike, b: ArrayLike, *, method: str = "debiased", sigma
         elif method == "debiased":
             out[layer] = _debiased_cka(x, y, names)
         else:
-            bx, by = _bandwidths(x[None], sigma, names[0]), _bandwidths(y[None], sigma, names[1])
+            bx = _bandwidths(x[None], sigma, names[0], bandwidth)
+            by = _bandwidths(y[None], sigma, names[1], bandwidth)
             out[layer] = _cka_from_grams(
                 x[None], y[None], kernel="rbf", unbiased=False, names=names, bw_a=bx, bw_b=by
             )[0, 0]

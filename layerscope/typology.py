@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import importlib.util
+import importlib.metadata
 import logging
 import math
 from dataclasses import dataclass
@@ -142,13 +142,26 @@ def lineage_distance(ancestors_a: frozenset, ancestors_b: frozenset, *, same: bo
 # lang2vec data
 
 
+_LANG2VEC_FILES = ("features.npz", "family_features.npz", "geocoord_features.npz")
+
+
 def lang2vec_data_dir() -> Path:
-    """The ``data/`` folder of the installed lang2vec package (found without importing it)."""
-    spec = importlib.util.find_spec("lang2vec")
-    if spec is None or not spec.submodule_search_locations:
-        raise LayerscopeError("typology needs the lang2vec package: pip install 'lang2vec>=1.1.2' 'setuptools<81'")
-    directory = Path(list(spec.submodule_search_locations)[0]) / "data"
-    for name in ("features.npz", "family_features.npz", "geocoord_features.npz"):
+    """The ``data/`` folder of the installed lang2vec distribution (found without importing it).
+
+    Looked up through the distribution's record of installed files rather than the import
+    system: lang2vec also installs a script ``bin/lang2vec.py``, and a console script runs with
+    its ``bin/`` first on ``sys.path``, so the name ``lang2vec`` resolves to that script there.
+    """
+    try:
+        dist = importlib.metadata.distribution("lang2vec")
+    except importlib.metadata.PackageNotFoundError:
+        raise LayerscopeError("typology needs the lang2vec package: pip install 'lang2vec>=1.1.2' 'setuptools<81'") from None
+    recorded = [f for f in dist.files or () if f.parts[-3:] == ("lang2vec", "data", _LANG2VEC_FILES[0])]
+    if recorded:
+        directory = Path(dist.locate_file(recorded[0])).resolve().parent
+    else:  # no RECORD (some system installs): the package folder beside the metadata
+        directory = Path(dist.locate_file("lang2vec/data"))
+    for name in _LANG2VEC_FILES:
         if not (directory / name).is_file():
             raise LayerscopeError(f"lang2vec installation lacks {name}; reinstall lang2vec", source=directory)
     return directory

@@ -80,13 +80,20 @@ def ref_debiased_cka(x: np.ndarray, y: np.ndarray) -> float:
     return ref_cka_from_grams(x @ x.T, y @ y.T, debiased=True)
 
 
-def ref_rbf_gram(x: np.ndarray, sigma: float) -> np.ndarray:
-    bandwidth = sigma * np.median(pdist(x))
-    return np.exp(-cdist(x, x, "sqeuclidean") / (2 * bandwidth**2))
+def ref_rbf_gram(x: np.ndarray, sigma: float, bandwidth: str = "kornblith") -> np.ndarray:
+    """Kornblith et al. (2019)'s reference RBF Gram, exp(-d² / (2 σ² median(d²))) with the median
+    over the whole n × n matrix of squared distances (zero diagonal included); or, for "pairs",
+    bandwidth σ × the median Euclidean distance over the pairs i < j (scipy)."""
+    sq = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    if bandwidth == "kornblith":
+        return np.exp(-sq / (2 * sigma**2 * np.median(sq)))
+    width = sigma * np.median(pdist(x))
+    return np.exp(-cdist(x, x, "sqeuclidean") / (2 * width**2))
 
 
-def ref_rbf_cka(x: np.ndarray, y: np.ndarray, sigma: float = 1.0, debiased: bool = False) -> float:
-    return ref_cka_from_grams(ref_rbf_gram(x, sigma), ref_rbf_gram(y, sigma), debiased)
+def ref_rbf_cka(x: np.ndarray, y: np.ndarray, sigma: float = 1.0, debiased: bool = False,
+                bandwidth: str = "kornblith") -> float:
+    return ref_cka_from_grams(ref_rbf_gram(x, sigma, bandwidth), ref_rbf_gram(y, sigma, bandwidth), debiased)
 
 
 def ref_retrieval(x, y, *, center=False, margin=False, k=4) -> tuple[float, float]:
@@ -203,6 +210,31 @@ def test_gram_functions_match_reference():
     np.testing.assert_allclose(lin.numpy(), x @ x.T, rtol=1e-12)
     for sigma in (0.5, 1.0, 2.0):
         np.testing.assert_allclose(gram_rbf(x, sigma).numpy(), ref_rbf_gram(x, sigma), atol=1e-12)
+        np.testing.assert_allclose(gram_rbf(x, sigma, bandwidth="pairs").numpy(),
+                                   ref_rbf_gram(x, sigma, "pairs"), atol=1e-12)
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 9, 16, 17])
+def test_gram_rbf_default_median_is_over_the_whole_matrix(n):
+    """The default bandwidth's median counts the n zeros of the diagonal and every pair twice;
+    n even and odd give n² even and odd, i.e. numpy's two-middle-value mean or its middle value."""
+    rng = np.random.default_rng(100 + n)
+    x = rng.normal(size=(n, 3)) * rng.uniform(0.1, 3.0, size=(n, 1))
+    np.testing.assert_allclose(gram_rbf(x).numpy(), ref_rbf_gram(x, 1.0), atol=1e-12)
+
+
+def test_rbf_bandwidth_conventions_differ_and_unknown_rule_is_refused():
+    rng = np.random.default_rng(12)
+    x, y = related_pair(rng, 30, 5, 8)
+    kornblith, pairs = rbf_cka(x, y), rbf_cka(x, y, bandwidth="pairs")
+    assert kornblith == pytest.approx(ref_rbf_cka(x, y), abs=TOL)
+    assert pairs == pytest.approx(ref_rbf_cka(x, y, bandwidth="pairs"), abs=TOL)
+    assert abs(kornblith - pairs) > 1e-5  # so the test above can tell the conventions apart
+    for rule, value in (("kornblith", kornblith), ("pairs", pairs)):  # the stack functions pass the rule on
+        assert float(cka_matrix(x[None], y[None], method="rbf", bandwidth=rule)[0, 0]) == pytest.approx(value, abs=TOL)
+        assert float(cka_per_layer(x[None], y[None], method="rbf", bandwidth=rule)[0]) == pytest.approx(value, abs=TOL)
+    with pytest.raises(LayerscopeError, match=r"unknown RBF bandwidth rule 'median'; choose one of 'kornblith', 'pairs'"):
+        rbf_cka(x, y, bandwidth="median")
 
 
 # --------------------------------------------------------------------------- debiased CKA
@@ -246,11 +278,12 @@ def test_independent_gaussian_features_published_values():
 
 @pytest.mark.parametrize("sigma", [0.5, 1.0, 2.0])
 @pytest.mark.parametrize("debiased", [False, True])
-def test_rbf_cka_matches_reference(sigma, debiased):
+@pytest.mark.parametrize("bandwidth", ["kornblith", "pairs"])
+def test_rbf_cka_matches_reference(sigma, debiased, bandwidth):
     rng = np.random.default_rng(int(10 * sigma) + debiased)
     x, y = related_pair(rng, 40, 6, 15)
-    expected = ref_rbf_cka(x, y, sigma, debiased)
-    assert rbf_cka(x, y, sigma=sigma, debiased=debiased) == pytest.approx(expected, abs=TOL)
+    expected = ref_rbf_cka(x, y, sigma, debiased, bandwidth)
+    assert rbf_cka(x, y, sigma=sigma, debiased=debiased, bandwidth=bandwidth) == pytest.approx(expected, abs=TOL)
 
 
 def test_rbf_cka_properties():

@@ -46,7 +46,7 @@ examples:
 
 data parallel (Hugging Face Accelerate; each process draws its own share of every batch, gradients
 are all-reduced, one process writes the checkpoint):
-  accelerate launch --multi_gpu --num_processes 4 -m layerscope realign base.pt --parallel sample \
+  accelerate launch --multi_gpu --num_processes 4 -m layerscope realign base.pt --parallel sample \\
       --pairs dict:muse/ --batch-size 4 -o r.pt        # effective batch 16 over 4 GPUs
   layerscope realign base.pt --parallel sample --pairs dict:muse/ --batch-size 4 --grad-accumulation 4 -o r.pt
                                                          # the same steps on one device

@@ -17,14 +17,15 @@ p-value (the gain permuted across languages), bootstrap CIs over languages, Spea
 correlations with Holm correction, and a mixed model with a random intercept per language when
 languages have several rows (several models, tasks or methods). Writes summary.txt,
 coefficients.csv, data.csv, spearman.csv, lolo.csv, mixed.csv, settings.json and figures to
-RUN_DIR/regression/ for a run, or to -o DIR."""
+RUN_DIR/regression/ for a run (where compare writes its default regression: pass -o DIR to
+keep both, or --force to replace it), or to -o DIR."""
 EPILOG = """\
 examples:
-  layerscope regress runs/xlmr-front/ --target retrieval@last --features syntactic,genetic,geographic
-  layerscope regress runs/xlmr-front/ --target cka@mean --formula "gain ~ syntactic + baseline"
+  layerscope regress runs/xlmr-front/ --target retrieval@last --features syntactic,genetic,geographic --force
+  layerscope regress runs/xlmr-front/ --target cka@mean --formula "gain ~ syntactic + baseline" -o reg-cka/
   layerscope regress gains/gains.csv --method freeze_realign_unfreeze_dico -o gains/regression
   layerscope regress mbert_udpos.csv distilmbert_udpos.csv --method 'freeze_realign_unfreeze_*' -o reg/
-  layerscope regress runs/x/ --covariates pretraining_size.csv --formula "gain ~ syntactic + log_tokens"
+  layerscope regress runs/x/ --covariates pretraining_size.csv --formula "gain ~ syntactic + log_tokens" -o reg-size/
 """
 
 
@@ -58,11 +59,16 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..errors import LayerscopeError
-    from ..outputs import staged_directory
+    from ..outputs import check_output_dir, staged_directory
     from ..regression import regress
 
     if args.permutations < 0 or args.bootstrap < 0:
         raise LayerscopeError("--permutations and --bootstrap must be >= 0")
+    output = args.output
+    if output is None and len(args.inputs) == 1 and Path(args.inputs[0]).is_dir():
+        output = str(Path(args.inputs[0]) / "regression")
+    if output:  # refused before the fit, not after it
+        check_output_dir(output, force=args.force)
     methods = None
     if args.method:
         methods = [m.strip() for spec in args.method for m in spec.split(",") if m.strip()]
@@ -85,9 +91,6 @@ def run(args: argparse.Namespace) -> int:
         n_bootstrap=args.bootstrap,
     )
     print(result.summary_text())
-    output = args.output
-    if output is None and len(args.inputs) == 1 and Path(args.inputs[0]).is_dir():
-        output = str(Path(args.inputs[0]) / "regression")
     if output:
         result.settings["command"] = command_line()
         with staged_directory(output, force=args.force) as staging:

@@ -7,7 +7,7 @@ A run's method label follows the published AlignFreeze results (:func:`method_la
 
 from __future__ import annotations
 
-import importlib.util
+import importlib.metadata
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,6 +161,16 @@ def missing_inputs(config: SweepConfig) -> list[tuple[str, Path]]:
     return [(key, p) for key, p in config.local_paths.items() if not p.exists()]
 
 
+def _installed(distribution: str) -> bool:
+    """Whether a distribution is installed, asked of its metadata: the import system can be shadowed
+    by a same-named script in a console script's ``bin/``, which comes first on ``sys.path``."""
+    try:
+        importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
 def check_inputs(config: SweepConfig) -> None:
     """Refuse, before anything is submitted, missing local inputs and a missing eflomal."""
     missing = missing_inputs(config)
@@ -169,6 +179,6 @@ def check_inputs(config: SweepConfig) -> None:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise LayerscopeError(f"{key}: no such file or directory: {path}{more}", source=config.path)
     for aligner in config.aligners.values():
-        if aligner.pairs.strip().lower() == "eflomal" and importlib.util.find_spec("eflomal") is None:
+        if aligner.pairs.strip().lower() == "eflomal" and not _installed("eflomal"):
             raise LayerscopeError(f"aligners.{aligner.key}.pairs: eflomal is not installed here "
                                   "(pip install eflomal)", source=config.path)
