@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import tempfile
@@ -82,15 +83,24 @@ def e5_small_base(shared_models, tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second intra-op thread on a busy 2-core machine."""
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """torch's intra-op threads set to ``count`` inside the block."""
     import torch
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from a second intra-op thread on a busy 2-core machine."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")
