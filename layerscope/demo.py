@@ -103,12 +103,12 @@ def load_base(settings: DemoSettings):
 
     Returns ``(encoder, settings actually used, fallback reason or None)``.
     """
-    from .models import RealModelUnavailable, load_real_model
+    from .models import RealModelUnavailable, load_builtin
 
     if settings.model == "toy":
         return build_toy_base(settings), settings, None
     try:
-        return load_real_model(settings.model), settings, None
+        return load_builtin(settings.model), settings, None
     except RealModelUnavailable as exc:
         reason = str(exc)
         log.warning("%s: running the demo on the toy model instead", reason)

