@@ -20,6 +20,7 @@ import torch
 from . import progress
 from .encoder import Encoder
 from .errors import LayerscopeError
+from .precision import autocast
 
 log = logging.getLogger(__name__)
 
@@ -94,14 +95,6 @@ def capture_output(module: torch.nn.Module) -> Iterator[dict]:
         handle.remove()
 
 
-def _autocast(device: torch.device, precision: str):
-    if device.type == "cuda" and precision in ("bf16", "auto"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if device.type == "cuda" and precision == "fp16":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
 def tokenize(encoder: Encoder, sentences: Sequence[str], max_length: int) -> dict[str, list[list[int]]]:
     return encoder.tokenizer(
         list(sentences),
@@ -122,7 +115,7 @@ def forward_layers(encoder: Encoder, batch: dict[str, torch.Tensor], *, precisio
     device = encoder.device
     inputs = {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device)}
     capture = capture_output(encoder.blocks[-1]) if encoder.final_norm_after_blocks() else contextlib.nullcontext({})
-    with capture as store, _autocast(device, precision):
+    with capture as store, autocast(device, precision):
         output = encoder.model(**inputs, output_hidden_states=True, return_dict=True)
     hidden = list(output.hidden_states)
     if len(hidden) != encoder.num_layers + 1:
@@ -166,7 +159,7 @@ def extract(
 ) -> LayerStack:
     """Mean-pooled sentence vectors of every layer, shape (L+1, n, d), float32, input order.
 
-    ``precision``: ``auto`` (bf16 autocast on GPU, fp32 on CPU), ``fp32``, ``bf16`` or ``fp16``.
+    ``precision``: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (see :mod:`layerscope.precision`).
     With ``cache_dir``, results are stored under a key of the model hash, sentences and settings.
     """
     if len(sentences) == 0:

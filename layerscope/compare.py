@@ -19,6 +19,7 @@ import torch
 
 from . import languages, probes
 from .errors import LayerscopeError
+from .precision import check_precision, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +123,7 @@ def compare(
     metrics = probes.check_metrics(list(metrics))
     if output_dir is not None:
         outputs.check_output_dir(output_dir, force=force)
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise LayerscopeError(f"unknown precision {precision!r}: use auto, fp32, bf16 or fp16")
+    check_precision(precision)
     torch_device = resolve_device(device)
 
     tick = time.perf_counter()
@@ -193,6 +193,7 @@ def compare(
         "model": {"type": base_encoder.model.config.model_type, "blocks": base_encoder.num_layers,
                   "hidden_size": base_encoder.hidden_size, "layer_names": base_encoder.layer_names},
         "config": {"metrics": list(metrics), "baselines": baselines, "seed": seed, "precision": precision,
+                   "precision_used": resolve_precision(torch_device, precision),
                    "max_length": max_length, "max_tokens": max_tokens, "limit": limit, "device": str(torch_device),
                    "order": order, "regression_target": regression_target},
         "seed": seed,

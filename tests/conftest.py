@@ -43,6 +43,16 @@ def shared_data_dir() -> Path | None:
     return None
 
 
+@pytest.fixture(autouse=True)
+def auto_precision_is_fp32(monkeypatch):
+    """``--precision auto`` means fp32 on the CPU in tests, whatever this CPU can do: the tests that
+    compare with float32 references must not depend on the host (a CPU with native bf16 would
+    make ``auto`` bf16). Tests of bf16 ask for it explicitly or patch this back."""
+    from layerscope import precision
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models gain nothing from a second intra-op thread on a busy 2-core machine."""

@@ -25,6 +25,7 @@ from ..distributed import SINGLE, Workers, workers
 from ..encoder import Encoder, FreezePolicy, apply_freeze, checkpoint_from_encoder, parse_freeze_policy, unfreeze_all
 from ..errors import LayerscopeError
 from ..outputs import atomic_write, check_writable_location
+from ..precision import check_precision, resolve_precision
 from ..provenance import versions
 from .data import RealignmentData, extract_pairs
 from .loss import PROJECTION_SIZE, TEMPERATURE
@@ -232,6 +233,7 @@ def realign(
     resume: bool = False,
     pivot: str = "en",
     device: str | torch.device | None = "cpu",
+    precision: str = "auto",
     held_out: int = 0,
     limit: int | None = None,
     segmenter: str | None = None,
@@ -263,6 +265,8 @@ def realign(
     resume : continue from ``output``'s partial state if there is one.
     held_out : keep the last N sentence pairs per language away from realignment
         (returned as ``result.held_out`` for evaluation).
+    precision : the encoder's forward pass: ``auto`` (bf16 where the GPU or CPU has native bf16),
+        ``fp32`` or ``bf16``; the head, loss and Adam states stay float32. Recorded in the meta.
     on_step : called as ``on_step(step, loss)`` after every step.
     """
     # ---------------------------------------------------------------- cheap checks first
@@ -276,6 +280,7 @@ def realign(
         raise LayerscopeError(f"learning rate must be in (0, 1), got {lr!r}")
     if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
         raise LayerscopeError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
+    check_precision(precision)
     if (checkpoint_every or resume) and output is None:
         raise LayerscopeError("periodic checkpoints and resume need an output path (-o realigned.pt)")
     output_path = Path(output) if output is not None else None
@@ -288,6 +293,7 @@ def realign(
     realign_layer = resolve_layer(encoder, layer)
     check_layer_policy(policy, realign_layer, encoder.num_layers)
     learning_rate = float(lr) if lr is not None else default_lr(encoder)
+    used_precision = resolve_precision(encoder.device, precision)
 
     corpus = _read_parallel(parallel, pivot=pivot, langs=langs, limit=limit)
     _check_aligned(corpus)
@@ -318,6 +324,7 @@ def realign(
         "lr": learning_rate,
         "seed": seed,
         "max_length": max_length,
+        "precision": used_precision,
     }
     d = encoder.hidden_size
     meta: dict[str, Any] = {
@@ -340,6 +347,7 @@ def realign(
         "temperature": TEMPERATURE,
         "projection": f"Linear({d},{d})-ReLU-Linear({d},{PROJECTION_SIZE}), discarded after realignment",
         "max_length": max_length,
+        "precision": used_precision,
         "seed": seed,
         "pivot": train_corpus.pivot,
         "languages": data.languages,
@@ -354,7 +362,8 @@ def realign(
     # ---------------------------------------------------------------- training
     apply_freeze(encoder, policy)
     realigner = Realigner(encoder, data.examples, layer=realign_layer, lr=learning_rate,
-                          batch_size=batch_size, seed=seed, accumulation=accumulation, workers=team)
+                          batch_size=batch_size, seed=seed, accumulation=accumulation, workers=team,
+                          precision=used_precision)
     partial = partial_path(output_path) if output_path is not None else None
     if resume and partial is not None:
         if team.is_main:
