@@ -20,7 +20,7 @@ import torch
 from . import progress
 from .encoder import Encoder
 from .errors import LayerscopeError
-from .precision import autocast
+from .precision import autocast, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -138,9 +138,11 @@ def pool_mean(hidden: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
     return summed / counts[None, :, None]
 
 
-def _cache_key(encoder: Encoder, sentences: Sequence[str], max_length: int) -> str:
+def _cache_key(encoder: Encoder, sentences: Sequence[str], max_length: int, precision: str = "fp32") -> str:
     length = min(max_length, encoder.max_positions)
-    digest = hashlib.sha256(f"v{CACHE_VERSION}|{encoder.source_hash}|{length}|mean".encode())
+    # fp32 keeps the key it always had, so caches written before precisions were keyed stay valid
+    used = "" if precision == "fp32" else f"|{precision}"
+    digest = hashlib.sha256(f"v{CACHE_VERSION}|{encoder.source_hash}|{length}|mean{used}".encode())
     for sentence in sentences:
         digest.update(sentence.encode() + b"\n")
     return digest.hexdigest()[:32]
@@ -166,7 +168,8 @@ def extract(
         raise LayerscopeError(f"no sentences to encode for {lang or 'this language'}")
     cache_path = None
     if cache_dir is not None:
-        cache_path = Path(cache_dir) / f"{_cache_key(encoder, sentences, max_length)}.safetensors"
+        used = resolve_precision(encoder.device, precision)
+        cache_path = Path(cache_dir) / f"{_cache_key(encoder, sentences, max_length, used)}.safetensors"
         if cache_path.exists():
             from safetensors.torch import load_file
 

@@ -126,6 +126,16 @@ def test_bf16_extraction_runs_in_bf16_and_stores_float32(encoder):
     assert relative.max() < 0.05, relative.max()
 
 
+def test_the_activation_cache_keeps_precisions_apart(encoder, tmp_path):
+    sentences = synthetic_parallel(12)["en"]
+    fp32 = extract(encoder, sentences, precision="fp32", cache_dir=tmp_path).values
+    bf16 = extract(encoder, sentences, precision="bf16", cache_dir=tmp_path).values
+    assert len(list(tmp_path.glob("*.safetensors"))) == 2
+    assert not torch.equal(fp32, bf16)
+    assert torch.equal(extract(encoder, sentences, precision="bf16", cache_dir=tmp_path).values, bf16)
+    assert torch.equal(extract(encoder, sentences, precision="auto", cache_dir=tmp_path).values, fp32)  # conftest
+
+
 # --------------------------------------------------------------------------- realignment
 
 
