@@ -17,6 +17,7 @@ Two measurements, fp32 against ``torch.autocast(<device>, dtype=torch.bfloat16)`
 
     python benchmarks/bf16_agreement.py --model ../e5-hf --json /tmp/bf16_agreement.json
     python benchmarks/bf16_agreement.py --model ../e5-hf --quick     # a few minutes
+    python benchmarks/bf16_agreement.py --merge probes.json seed31.json seed42.json   # parts run apart
 
 Needs FLORES-200 and UD under ../shared/data (or $LAYERSCOPE_TEST_DATA) and the model (an HF
 directory, hub id or layerscope checkpoint of multilingual-e5-small).
@@ -125,6 +126,10 @@ def pos_agreement(encoder, data: Path, *, seeds: list[int], train_sentences: int
                 accuracy[precision][lang].append(float(row[f"final_eval_{lang}_accuracy"]))
             print(f"  pos seed {seed} {precision}: "
                   + " ".join(f"{lang} {accuracy[precision][lang][-1]:.4f}" for lang in langs), flush=True)
+    return summarise_pos(accuracy, langs, seconds)
+
+
+def summarise_pos(accuracy: dict[str, dict[str, list[float]]], langs: list[str], seconds: dict[str, float]) -> dict:
     per_lang = {}
     for lang in langs:
         fp32, bf16 = accuracy["fp32"][lang], accuracy["bf16"][lang]
@@ -137,7 +142,41 @@ def pos_agreement(encoder, data: Path, *, seeds: list[int], train_sentences: int
     inside = sum(abs(v["mean_diff"]) <= v["fp32_spread"] for v in per_lang.values())
     return {"per_lang": per_lang, "langs_inside_seed_spread": inside, "langs": len(langs),
             "max_abs_mean_diff": max(abs(v["mean_diff"]) for v in per_lang.values()),
-            "seconds": seconds}
+            "seconds": seconds, "accuracy": accuracy}
+
+
+def merge(paths: list[str]) -> dict:
+    """One figure set from runs split by seed (or probes and fine-tuning run apart), e.g. in parallel."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    merged = {k: v for part in parts for k, v in part.items() if k not in ("pos", "size")}
+    merged["size"] = {k: v for part in parts for k, v in part.get("size", {}).items()}
+    pos_parts = [part["pos"] for part in parts if "pos" in part]
+    if pos_parts:
+        langs = list(pos_parts[0]["accuracy"]["fp32"])
+        accuracy = {p: {lang: [x for part in pos_parts for x in part["accuracy"][p][lang]] for lang in langs}
+                    for p in PRECISIONS}
+        seconds = {p: sum(part["seconds"][p] for part in pos_parts) for p in PRECISIONS}
+        merged["pos"] = summarise_pos(accuracy, langs, seconds)
+        merged["size"]["seeds"] = [s for part in parts for s in part.get("size", {}).get("seeds", [])]
+    return merged
+
+
+def report(figures: dict) -> None:
+    if "probes" in figures:
+        for metric in ("retrieval", "cka"):
+            s = figures["probes"][metric]
+            print(f"{metric:9s} max |Δ| {s['max_abs_delta']:.4f} (mean {s['mean_abs_delta']:.5f}) over "
+                  f"{s['cells']} language × layer cells; 95% CI half-width median {s['median_ci_half']:.4f}, "
+                  f"min {s['min_ci_half']:.4f}; cells with |Δ| above their half-width: {s['cells_outside_ci']}")
+        print(f"largest relative error of a pooled vector: {figures['probes']['max_relative_activation_error']:.4f}")
+    if "pos" in figures:
+        print("| lang | fp32 mean | bf16 mean | mean bf16 − fp32 | fp32 seed spread (max − min) | fp32 sd |")
+        print("|---|---|---|---|---|---|")
+        for lang, v in figures["pos"]["per_lang"].items():
+            print(f"| {lang} | {sum(v['fp32']) / len(v['fp32']):.4f} | {sum(v['bf16']) / len(v['bf16']):.4f} | "
+                  f"{v['mean_diff']:+.4f} | {v['fp32_spread']:.4f} | {v['fp32_sd']:.4f} |")
+        print(f"languages whose mean difference lies inside the fp32 seed spread: "
+              f"{figures['pos']['langs_inside_seed_spread']} of {figures['pos']['langs']}")
 
 
 def main() -> None:
@@ -155,7 +194,15 @@ def main() -> None:
     parser.add_argument("--skip-pos", action="store_true", help="only the probe agreement")
     parser.add_argument("--skip-probes", action="store_true", help="only the fine-tuning agreement")
     parser.add_argument("--quick", action="store_true", help="5 languages × 64 sentences, 2 seeds of 64 sentences")
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="only merge and print the --json files of runs split by seed or by part")
     args = parser.parse_args()
+    if args.merge:
+        figures = merge(args.merge)
+        report(figures)
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=1))
+        return
     if args.quick:
         args.sentences, args.langs, args.bootstrap = 64, 5, 10
         args.seeds, args.pos_train, args.pos_eval, args.pos_langs = "31,42", 64, 50, "de,zh"
@@ -174,12 +221,6 @@ def main() -> None:
         corpus = read_corpus(f"flores:{data / 'flores200' / 'devtest'}", limit=args.sentences)
         corpus = corpus.select(corpus.languages[:args.langs])
         figures["probes"] = probe_agreement(encoder, corpus, bootstrap=args.bootstrap, seed=0)
-        for metric in ("retrieval", "cka"):
-            s = figures["probes"][metric]
-            print(f"{metric:9s} max |Δ| {s['max_abs_delta']:.4f} (mean {s['mean_abs_delta']:.5f}) over "
-                  f"{s['cells']} language × layer cells; 95% CI half-width median {s['median_ci_half']:.4f}, "
-                  f"min {s['min_ci_half']:.4f}; cells with |Δ| above their half-width: {s['cells_outside_ci']}")
-        print(f"largest relative error of a pooled vector: {figures['probes']['max_relative_activation_error']:.4f}")
     if not args.skip_pos:
         seeds = [int(s) for s in args.seeds.split(",")]
         langs = args.pos_langs.split(",")
@@ -187,13 +228,7 @@ def main() -> None:
                                 "seeds": seeds, "epochs": args.epochs, "lr": args.lr})
         figures["pos"] = pos_agreement(encoder, data, seeds=seeds, train_sentences=args.pos_train,
                                        eval_sentences=args.pos_eval, langs=langs, epochs=args.epochs, lr=args.lr)
-        print("| lang | fp32 mean | bf16 mean | mean bf16 − fp32 | fp32 seed spread (max − min) | fp32 sd |")
-        print("|---|---|---|---|---|---|")
-        for lang, v in figures["pos"]["per_lang"].items():
-            print(f"| {lang} | {sum(v['fp32']) / len(v['fp32']):.4f} | {sum(v['bf16']) / len(v['bf16']):.4f} | "
-                  f"{v['mean_diff']:+.4f} | {v['fp32_spread']:.4f} | {v['fp32_sd']:.4f} |")
-        print(f"languages whose mean difference lies inside the fp32 seed spread: "
-              f"{figures['pos']['langs_inside_seed_spread']} of {figures['pos']['langs']}")
+    report(figures)
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1))
 
