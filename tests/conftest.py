@@ -15,6 +15,10 @@ from handmade_pos import write_pos_fixtures
 # Tests never download: fail fast instead of retrying a hub that cannot be reached.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# ``--precision auto`` means fp32 on the CPU in tests (and their subprocesses), whatever this CPU
+# can do: tests that compare with float32 references must not depend on the host. Tests of bf16
+# ask for it explicitly or patch the detection (tests/test_precision.py).
+os.environ["LAYERSCOPE_CPU_BF16"] = "0"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,16 +45,6 @@ def shared_data_dir() -> Path | None:
         if candidate.is_dir():
             return candidate
     return None
-
-
-@pytest.fixture(autouse=True)
-def auto_precision_is_fp32(monkeypatch):
-    """``--precision auto`` means fp32 on the CPU in tests, whatever this CPU can do: the tests that
-    compare with float32 references must not depend on the host (a CPU with native bf16 would
-    make ``auto`` bf16). Tests of bf16 ask for it explicitly or patch this back."""
-    from layerscope import precision
-
-    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
 
 
 @pytest.fixture(scope="module")

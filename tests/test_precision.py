@@ -69,6 +69,15 @@ def test_native_bf16_is_detected_from_the_cpu_flags(monkeypatch, tmp_path):
         assert precision._detect_native_bf16() is expected, flags
 
 
+def test_the_environment_overrides_the_detection(monkeypatch):
+    monkeypatch.setenv("LAYERSCOPE_CPU_BF16", "1")
+    assert precision.cpu_has_native_bf16() and resolve_precision("cpu", "auto") == "bf16"
+    monkeypatch.setenv("LAYERSCOPE_CPU_BF16", "0")
+    assert not precision.cpu_has_native_bf16() and resolve_precision("cpu", "auto") == "fp32"
+    monkeypatch.delenv("LAYERSCOPE_CPU_BF16")
+    assert precision.cpu_has_native_bf16() == precision._detect_native_bf16()
+
+
 def test_torch_and_proc_cpuinfo_agree_on_this_cpu():
     """torch's cpuinfo query and the kernel's flags are two independent readings of one CPU."""
     flags = precision._cpuinfo_flags()
