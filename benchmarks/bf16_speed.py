@@ -12,7 +12,10 @@ that a busy machine slows both alike; the table shows the median seconds and the
   the 96M-parameter embedding matrix too; ``lower+embeddings`` leaves it out);
 - fine-tuning step: :func:`layerscope.tasks.train_task` (UPOS head, effective batch 32 in
   micro-batches of 16, AdamW over every parameter) for ``--ft-steps`` steps on UD English-EWT
-  dev sentences, divided by the steps.
+  dev sentences; the seconds of steps 2 … N (the first allocates AdamW's states) per step.
+
+One copy of the weights is kept in memory (the realignment and fine-tuning steps train it in
+turn; their cost does not depend on the values of the weights).
 
 With ``--agreement FILE`` (the ``--json`` output of ``bf16_agreement.py``), the agreement
 figures are printed beside the ratios.
@@ -26,8 +29,6 @@ Needs FLORES-200, MUSE and UD under ../shared/data (or $LAYERSCOPE_TEST_DATA).
 from __future__ import annotations
 
 import argparse
-import copy
-import dataclasses
 import json
 import statistics
 import sys
@@ -62,26 +63,33 @@ def time_extraction(encoder, sentences: list[str], repeats: int) -> dict[str, fl
 
 
 def time_realign_step(encoder, data: Path, *, freeze: str, sentences: int, repeats: int) -> dict[str, float]:
+    """One Realigner (one copy of the weights in memory) whose forward precision is switched
+    between steps; the steps keep training the same weights, which does not change their cost."""
     from layerscope.corpora import read_corpus
-    from layerscope.encoder import apply_freeze, parse_freeze_policy
+    from layerscope.encoder import apply_freeze, parse_freeze_policy, unfreeze_all
     from layerscope.realign import Realigner
     from layerscope.realign.data import extract_pairs
     from layerscope.realign.pairs import pair_source
 
     corpus = read_corpus(f"flores:{data / 'flores200' / 'devtest'}", languages_=["fr", "de", "ru"], limit=sentences)
     pairs = extract_pairs(encoder.tokenizer, corpus, pair_source(f"dict:{data / 'muse'}"), max_length=96)
-    trainers = {}
-    for precision in PRECISIONS:
-        copy_ = dataclasses.replace(encoder, model=copy.deepcopy(encoder.model))
-        apply_freeze(copy_, parse_freeze_policy(freeze, copy_.num_layers))
-        trainers[precision] = Realigner(copy_, pairs.examples, layer=copy_.num_layers, lr=2e-5, batch_size=16,
-                                        seed=0, precision=precision)
-    for trainer in trainers.values():  # the first step allocates Adam's states: not timed
+    apply_freeze(encoder, parse_freeze_policy(freeze, encoder.num_layers))
+    trainer = Realigner(encoder, pairs.examples, layer=encoder.num_layers, lr=2e-5, batch_size=16, seed=0)
+    trainer.train_step()  # the first step allocates Adam's states: not timed
+
+    def step(precision: str) -> None:
+        trainer.loss_module.precision = precision
         trainer.train_step()
-    return interleaved(lambda p: trainers[p].train_step(), repeats)
+
+    try:
+        return interleaved(step, repeats)
+    finally:
+        unfreeze_all(encoder)
 
 
 def time_finetune_step(encoder, data: Path, *, steps: int, repeats: int) -> dict[str, float]:
+    """Seconds per step of :func:`train_task`, from its step callbacks: steps 2 … ``steps`` of
+    each call (the first allocates AdamW's states)."""
     from layerscope.tasks import TaskModel, TrainSettings, train_task
     from layerscope.tasks.data import read_conllu_upos
     from layerscope.tasks.features import encode_tagging
@@ -90,12 +98,17 @@ def time_finetune_step(encoder, data: Path, *, steps: int, repeats: int) -> dict
     labels = sorted({tag for s in sentences for tag in s.labels})
     features = encode_tagging(encoder.tokenizer, sentences, {t: i for i, t in enumerate(labels)}, max_length=128)
     settings = TrainSettings(steps=steps, batch_size=32, micro_batch_size=16, lr=5e-5)
+    model = TaskModel(encoder, "tagging", len(labels))
+    per_step: dict[str, list[float]] = {p: [] for p in PRECISIONS}
 
     def job(precision: str) -> None:
-        model = TaskModel(dataclasses.replace(encoder, model=copy.deepcopy(encoder.model)), "tagging", len(labels))
-        train_task(model, features, settings, pad_id=encoder.tokenizer.pad_token_id, precision=precision)
+        marks: list[float] = []
+        train_task(model, features, settings, pad_id=encoder.tokenizer.pad_token_id, precision=precision,
+                   on_step=lambda _step, _loss: marks.append(time.perf_counter()))
+        per_step[precision].append((marks[-1] - marks[0]) / (len(marks) - 1))
 
-    return {p: seconds / steps for p, seconds in interleaved(job, repeats).items()}
+    interleaved(job, repeats)
+    return {p: statistics.median(v) for p, v in per_step.items()}
 
 
 def main() -> None:
@@ -104,7 +117,7 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=256, help="FLORES sentences to extract (256)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds per job (3)")
     parser.add_argument("--freeze", default="lower", help="freeze policy of the realignment step (lower)")
-    parser.add_argument("--ft-steps", type=int, default=3, help="fine-tuning steps per timed run (3)")
+    parser.add_argument("--ft-steps", type=int, default=3, help="fine-tuning steps per timed run (3; ≥ 2)")
     parser.add_argument("--quick", action="store_true", help="64 sentences, 2 rounds, 2 fine-tuning steps")
     parser.add_argument("--agreement", metavar="FILE", help="bf16_agreement.py --json output to print beside")
     args = parser.parse_args()
