@@ -149,7 +149,9 @@ def merge(paths: list[str]) -> dict:
     """One figure set from runs split by seed (or probes and fine-tuning run apart), e.g. in parallel."""
     parts = [json.loads(Path(p).read_text()) for p in paths]
     merged = {k: v for part in parts for k, v in part.items() if k not in ("pos", "size")}
-    merged["size"] = {k: v for part in parts for k, v in part.get("size", {}).items()}
+    # the probe sizes come from the part that ran the probes
+    ordered = sorted(parts, key=lambda part: "probes" in part)
+    merged["size"] = {k: v for part in ordered for k, v in part.get("size", {}).items()}
     pos_parts = [part["pos"] for part in parts if "pos" in part]
     if pos_parts:
         langs = list(pos_parts[0]["accuracy"]["fp32"])
@@ -216,8 +218,9 @@ def main() -> None:
     data = require_data_dir("flores200/devtest", "ud/pud", "ud/en_ewt")
     encoder = load_encoder(args.model, device="cpu")
     figures: dict = {"model": args.model, "native_bf16": cpu_has_native_bf16(), "threads": torch.get_num_threads(),
-                     "size": {"sentences": args.sentences, "langs": args.langs, "bootstrap": args.bootstrap}}
+                     "size": {}}
     if not args.skip_probes:
+        figures["size"].update({"sentences": args.sentences, "langs": args.langs, "bootstrap": args.bootstrap})
         corpus = read_corpus(f"flores:{data / 'flores200' / 'devtest'}", limit=args.sentences)
         corpus = corpus.select(corpus.languages[:args.langs])
         figures["probes"] = probe_agreement(encoder, corpus, bootstrap=args.bootstrap, seed=0)

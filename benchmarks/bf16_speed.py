@@ -118,6 +118,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds per job (3)")
     parser.add_argument("--freeze", default="lower", help="freeze policy of the realignment step (lower)")
     parser.add_argument("--ft-steps", type=int, default=3, help="fine-tuning steps per timed run (3; ≥ 2)")
+    parser.add_argument("--jobs", default="extraction,realign,finetune",
+                        help="which of extraction, realign, finetune to time (all three)")
     parser.add_argument("--quick", action="store_true", help="64 sentences, 2 rounds, 2 fine-tuning steps")
     parser.add_argument("--agreement", metavar="FILE", help="bf16_agreement.py --json output to print beside")
     args = parser.parse_args()
@@ -132,13 +134,16 @@ def main() -> None:
     flores = data / "flores200" / "devtest" / "eng_Latn.devtest"
     sentences = flores.read_text(encoding="utf-8").splitlines()[:args.sentences]
     encoder = load_encoder(args.model, device="cpu")
-    rows = {
-        f"extraction, {args.sentences} sentences, all layers": time_extraction(encoder, sentences, args.repeats),
-        f"realignment step, batch 16, freeze {args.freeze}":
-            time_realign_step(encoder, data, freeze=args.freeze, sentences=64, repeats=args.repeats),
-        "fine-tuning step, batch 32, UPOS, all parameters":
-            time_finetune_step(encoder, data, steps=args.ft_steps, repeats=args.repeats),
-    }
+    jobs = set(args.jobs.split(","))
+    rows = {}
+    if "extraction" in jobs:
+        rows[f"extraction, {args.sentences} sentences, all layers"] = time_extraction(encoder, sentences, args.repeats)
+    if "realign" in jobs:
+        rows[f"realignment step, batch 16, freeze {args.freeze}"] = time_realign_step(
+            encoder, data, freeze=args.freeze, sentences=64, repeats=args.repeats)
+    if "finetune" in jobs:
+        rows["fine-tuning step, batch 32, UPOS, all parameters"] = time_finetune_step(
+            encoder, data, steps=args.ft_steps, repeats=args.repeats)
     agreement = json.loads(Path(args.agreement).read_text()) if args.agreement else None
     print(f"\n{args.model}, {torch.get_num_threads()} threads, native bf16: {cpu_has_native_bf16()}, "
           f"median of {args.repeats} interleaved rounds")

@@ -32,6 +32,9 @@ class DemoSettings:
     realign_lr: float = 3e-4  # a tiny, briefly trained model needs far more than mBERT's 2e-5
     held_out: int = 50
     seed: int = 0
+    # bf16 autocast barely pays at width 64 (faster extraction, slower training steps:
+    # docs/benchmarks.md section 5), so the demo stays fp32 and gives the same figures on every CPU
+    precision: str = "fp32"
 
 
 @dataclass
@@ -89,7 +92,8 @@ def run_demo(output_dir: str | Path = "layerscope-demo", *, force: bool = False,
         for policy, name in (("none", "full"), ("lower", "lower")):
             start = load_encoder(base_path)
             result = realign(start, parallel=train, pairs=f"dict:{dictionaries}", freeze=policy,
-                             steps=settings.realign_steps, seed=settings.seed, lr=settings.realign_lr)
+                             steps=settings.realign_steps, seed=settings.seed, lr=settings.realign_lr,
+                             precision=settings.precision)
             path = staging / f"realigned-{name}.pt"
             save_checkpoint(path, result.checkpoint)
             checkpoints[f"realigned-{name}"] = path
@@ -98,7 +102,7 @@ def run_demo(output_dir: str | Path = "layerscope-demo", *, force: bool = False,
             comparisons[name] = compare(
                 checkpoints["base"], checkpoints[f"realigned-{name}"], corpus=held_out,
                 output_dir=staging / f"compare-{name}", device="cpu", seed=settings.seed, regression="auto",
-                command=command,
+                command=command, precision=settings.precision,
             )
     final = {key: output / path.name for key, path in checkpoints.items()}
     for name, result in comparisons.items():
