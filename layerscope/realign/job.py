@@ -204,7 +204,8 @@ def _load_partial(path: Path, fingerprint: dict) -> dict:
         raise LayerscopeError(f"cannot read the resume state ({str(exc).splitlines()[0]})", source=path) from None
     if not isinstance(payload, dict) or "resume" not in payload or "state_dict" not in payload:
         raise LayerscopeError("not a layerscope realignment resume state", source=path)
-    saved = payload["resume"]["fingerprint"]
+    # states saved before precision was recorded were all trained in fp32
+    saved = {"precision": "fp32", **payload["resume"]["fingerprint"]}
     differing = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
     if differing:
         detail = "; ".join(f"{k}: saved {saved.get(k)!r}, now {fingerprint.get(k)!r}" for k in differing[:4])
