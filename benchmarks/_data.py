@@ -48,3 +48,18 @@ def read_flores(sentences: int, langs: int):
 
     flores = require_data_dir("flores200/devtest") / "flores200" / "devtest"
     return read_corpus(f"flores:{flores}", languages_=FLORES_LANGS[:langs], limit=sentences)
+
+
+def add_e5_options(parser) -> None:
+    """``--model`` (multilingual-e5-small: an HF directory, hub id or checkpoint; default ../e5-hf),
+    ``--threads`` (torch intra-op threads; 0 keeps torch's default) and ``--json FILE``."""
+    parser.add_argument("--model", default=str(ROOT.parent / "e5-hf"), help="multilingual-e5-small (default ../e5-hf)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--json", metavar="FILE", help="write the figures as JSON")
+
+
+def set_threads(threads: int) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)

@@ -21,6 +21,7 @@ import torch
 from . import progress
 from .encoder import Encoder
 from .errors import LayerscopeError
+from .precision import autocast, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -125,14 +126,6 @@ def capture_output(module: torch.nn.Module) -> Iterator[dict]:
         handle.remove()
 
 
-def _autocast(device: torch.device, precision: str):
-    if device.type == "cuda" and precision in ("bf16", "auto"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if device.type == "cuda" and precision == "fp16":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
 def tokenize(encoder: Encoder, sentences: Sequence[str], max_length: int) -> dict[str, list[list[int]]]:
     return encoder.tokenizer(
         list(sentences),
@@ -153,7 +146,7 @@ def forward_layers(encoder: Encoder, batch: dict[str, torch.Tensor], *, precisio
     device = encoder.device
     inputs = {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device)}
     capture = capture_output(encoder.blocks[-1]) if encoder.final_norm_after_blocks() else contextlib.nullcontext({})
-    with capture as store, _autocast(device, precision):
+    with capture as store, autocast(device, precision):
         output = encoder.model(**inputs, output_hidden_states=True, return_dict=True)
     hidden = list(output.hidden_states)
     if len(hidden) != encoder.num_layers + 1:
@@ -176,9 +169,12 @@ def pool_mean(hidden: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
     return summed / counts[None, :, None]
 
 
-def _cache_key(encoder: Encoder, sentences: Sequence[str], max_length: int, pool: str = "mean") -> str:
+def _cache_key(encoder: Encoder, sentences: Sequence[str], max_length: int, pool: str = "mean",
+               precision: str = "fp32") -> str:
     length = min(max_length, encoder.max_positions)
-    digest = hashlib.sha256(f"v{CACHE_VERSION}|{encoder.source_hash}|{length}|{pool}".encode())
+    # fp32 keeps the key it always had, so caches written before precisions were keyed stay valid
+    used = "" if precision == "fp32" else f"|{precision}"
+    digest = hashlib.sha256(f"v{CACHE_VERSION}|{encoder.source_hash}|{length}|{pool}{used}".encode())
     for sentence in sentences:
         digest.update(sentence.encode() + b"\n")
     return digest.hexdigest()[:32]
@@ -198,17 +194,18 @@ def extract(
 ) -> LayerStack:
     """Pooled sentence vectors of every layer, shape (L+1, n, d), float32, input order.
 
-    ``precision``: ``auto`` (bf16 autocast on GPU, fp32 on CPU), ``fp32``, ``bf16`` or ``fp16``.
+    ``precision``: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (see :mod:`layerscope.precision`).
     ``pool``: one of :data:`POOLS` (default ``mean``: real tokens, special tokens excluded).
     With ``cache_dir``, results are stored under a key of the model hash, sentences and settings
-    (the pooling included).
+    (the pooling and the precision used included).
     """
     check_pool(pool)
     if len(sentences) == 0:
         raise LayerscopeError(f"no sentences to encode for {lang or 'this language'}")
     cache_path = None
     if cache_dir is not None:
-        cache_path = Path(cache_dir) / f"{_cache_key(encoder, sentences, max_length, pool)}.safetensors"
+        used = resolve_precision(encoder.device, precision)
+        cache_path = Path(cache_dir) / f"{_cache_key(encoder, sentences, max_length, pool, used)}.safetensors"
         if cache_path.exists():
             from safetensors.torch import load_file
 

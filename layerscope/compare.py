@@ -20,6 +20,7 @@ import torch
 
 from . import languages, noise, probes
 from .errors import LayerscopeError
+from .precision import check_precision, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +160,7 @@ def compare(
     metrics = probes.check_metrics(list(metrics))
     if output_dir is not None:
         outputs.check_output_dir(output_dir, force=force)
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise LayerscopeError(f"unknown precision {precision!r}: use auto, fp32, bf16 or fp16")
+    check_precision(precision)
     torch_device = resolve_device(device)
     check_pool(pool)
     if isinstance(shuffles, bool) or not isinstance(shuffles, int) or shuffles < 1:
@@ -242,6 +242,7 @@ def compare(
                                  "delta retrieval*": f"paired bootstrap over sentences, {settings.resamples} "
                                                      "draws, seeded"},
                    "pool": pool, "precision": precision,
+                   "precision_used": resolve_precision(torch_device, precision),
                    "max_length": max_length, "max_tokens": max_tokens, "limit": limit, "device": str(torch_device),
                    "order": order, "regression_target": regression_target},
         "seed": seed,

@@ -51,7 +51,7 @@ class DemoSettings:
     @classmethod
     def for_model(cls, model: str, *, quick: bool = False, **overrides) -> "DemoSettings":
         if model == "toy":
-            settings = cls(model="toy", realign_steps=200, realign_lr=3e-4, held_out=50)
+            settings = cls(model="toy", realign_steps=200, realign_lr=3e-4, held_out=50, precision="fp32")
             if quick:
                 settings = replace(settings, pretrain_steps=60, realign_steps=30, width=32, vocab_size=6000)
         elif model == REAL_MODEL:

@@ -16,6 +16,10 @@ from handmade_pos import write_pos_fixtures
 # Tests never download: fail fast instead of retrying a hub that cannot be reached.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# ``--precision auto`` means fp32 on the CPU in tests (and their subprocesses), whatever this CPU
+# can do: tests that compare with float32 references must not depend on the host. Tests of bf16
+# ask for it explicitly or patch the detection (tests/test_precision.py).
+os.environ["LAYERSCOPE_CPU_BF16"] = "0"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

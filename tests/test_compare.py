@@ -85,6 +85,8 @@ def test_run_json_provenance(cli_run, tiny_checkpoints):
     assert run["checkpoints"]["base"]["content_hash"] != run["checkpoints"]["realigned"]["content_hash"]
     assert run["versions"]["torch"] and run["seed"] == 0 and run["timings_s"]["total"] > 0
     assert run["config"]["pool"] == "mean" and run["config"]["shuffles"] == 5
+    # auto is fp32 on the CPU in tests, subprocesses included (LAYERSCOPE_CPU_BF16=0, conftest.py)
+    assert run["config"]["precision"] == "auto" and run["config"]["precision_used"] == "fp32"
 
 
 def test_same_seed_gives_bit_identical_metrics(cli_run, tiny_checkpoints, synthetic_tsv, tmp_path):

@@ -50,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0,
                         help="seed for shuffled baselines, bootstrap intervals and the regression (default: 0)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                        help="forward-pass precision (auto: bf16 autocast on GPU, fp32 on CPU)")
+                        help="forward-pass precision (auto: bf16 autocast on a GPU or a CPU with native bf16, "
+                             "else fp32; activations are stored float32)")
     parser.add_argument("--max-length", type=int, default=256, help="cut sentences at this many sub-tokens (default: 256)")
     parser.add_argument("--max-tokens", type=int, default=8192, help="tokens per batch, padding included (default: 8192)")
     parser.add_argument("--cache-dir", metavar="DIR", help="cache activations here, keyed by model and corpus hash")

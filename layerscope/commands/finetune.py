@@ -115,7 +115,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     runtime.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                          help="where to train (default: auto = cuda if available)")
     runtime.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                         help="autocast on a GPU (default: auto = bf16 where supported)")
+                         help="forward-pass autocast (default: auto = bf16 on a GPU or a CPU with native bf16, "
+                              "else fp32; losses and optimiser states stay float32)")
     runtime.add_argument("--trust-remote-code", action="store_true",
                          help="allow model code from the hub (off by default: it runs arbitrary code)")
     runtime.add_argument("-o", "--output", required=True, metavar="RESULTS.csv",

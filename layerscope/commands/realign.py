@@ -93,6 +93,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="architecture and tokenizer for bare weights (.safetensors or a state_dict .pt)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                         help="where to train (default: auto = cuda if available)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                        help="forward-pass precision (default: auto = bf16 autocast on a GPU or a CPU with "
+                             "native bf16, else fp32; the loss and Adam states stay float32)")
     parser.add_argument("-o", "--output", required=True, metavar="FILE", help="realigned checkpoint to write (.pt)")
     parser.add_argument("--force", action="store_true", help="replace an existing output file")
 
@@ -134,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         pivot=args.pivot,
         device=args.device,
+        precision=args.precision,
         held_out=args.held_out,
         limit=args.limit,
         segmenter=args.segmenter,
@@ -148,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     meta = result.checkpoint.meta
     print(f"realigned {meta['parent']} ({meta['freeze']['description']}) at layer {result.layer} "
-          f"for {len(result.history)} steps")
+          f"for {len(result.history)} steps ({meta['precision']})")
     print(f"loss {meta['first_loss']:.3f} -> {meta['final_loss']:.3f}")
     counts = ", ".join(f"{lang} {n}" for lang, n in result.pair_counts.items())
     print(f"word pairs ({meta['pairs']['source']}): {counts}")

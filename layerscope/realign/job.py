@@ -25,6 +25,7 @@ from ..distributed import SINGLE, Workers, workers
 from ..encoder import Encoder, FreezePolicy, apply_freeze, checkpoint_from_encoder, parse_freeze_policy, unfreeze_all
 from ..errors import LayerscopeError
 from ..outputs import atomic_write, check_writable_location
+from ..precision import check_precision, resolve_precision
 from ..provenance import versions
 from .data import RealignmentData, extract_pairs
 from .loss import PROJECTION_SIZE, TEMPERATURE, check_negatives
@@ -204,7 +205,8 @@ def _load_partial(path: Path, fingerprint: dict) -> dict:
         raise LayerscopeError(f"cannot read the resume state ({str(exc).splitlines()[0]})", source=path) from None
     if not isinstance(payload, dict) or "resume" not in payload or "state_dict" not in payload:
         raise LayerscopeError("not a layerscope realignment resume state", source=path)
-    saved = payload["resume"]["fingerprint"]
+    # states saved before precision was recorded were all trained in fp32
+    saved = {"precision": "fp32", **payload["resume"]["fingerprint"]}
     differing = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
     if differing:
         detail = "; ".join(f"{k}: saved {saved.get(k)!r}, now {fingerprint.get(k)!r}" for k in differing[:4])
@@ -233,6 +235,7 @@ def realign(
     resume: bool = False,
     pivot: str = "en",
     device: str | torch.device | None = "cpu",
+    precision: str = "auto",
     held_out: int = 0,
     limit: int | None = None,
     segmenter: str | None = None,
@@ -276,6 +279,8 @@ def realign(
         the input; by default they are deleted before encoding, as published.
     casefold : match dictionary words case-insensitively (``dict:`` pairs); by default words
         match as written, as published.
+    precision : the encoder's forward pass: ``auto`` (bf16 where the GPU or CPU has native bf16),
+        ``fp32`` or ``bf16``; the head, loss and Adam states stay float32. Recorded in the meta.
     on_step : called as ``on_step(step, loss)`` after every step.
     """
     # ---------------------------------------------------------------- cheap checks first
@@ -290,6 +295,7 @@ def realign(
         raise LayerscopeError(f"learning rate must be in (0, 1), got {lr!r}")
     if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
         raise LayerscopeError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
+    check_precision(precision)
     if (checkpoint_every or resume) and output is None:
         raise LayerscopeError("periodic checkpoints and resume need an output path (-o realigned.pt)")
     output_path = Path(output) if output is not None else None
@@ -302,6 +308,7 @@ def realign(
     realign_layer = resolve_layer(encoder, layer)
     check_layer_policy(policy, realign_layer, encoder.num_layers)
     learning_rate = float(lr) if lr is not None else default_lr(encoder)
+    used_precision = resolve_precision(encoder.device, precision)
 
     corpus = _read_parallel(parallel, pivot=pivot, langs=langs, limit=limit)
     _check_aligned(corpus)
@@ -334,6 +341,7 @@ def realign(
         "seed": seed,
         "max_length": max_length,
         "negatives": negatives,
+        "precision": used_precision,
     }
     d = encoder.hidden_size
     meta: dict[str, Any] = {
@@ -358,6 +366,7 @@ def realign(
         "space_tokens": "kept" if keep_space_tokens else "deleted",
         "projection": f"Linear({d},{d})-ReLU-Linear({d},{PROJECTION_SIZE}), discarded after realignment",
         "max_length": max_length,
+        "precision": used_precision,
         "seed": seed,
         "pivot": train_corpus.pivot,
         "languages": data.languages,
@@ -372,7 +381,8 @@ def realign(
     # ---------------------------------------------------------------- training
     apply_freeze(encoder, policy)
     realigner = Realigner(encoder, data.examples, layer=realign_layer, lr=learning_rate,
-                          batch_size=batch_size, seed=seed, accumulation=accumulation, workers=team)
+                          batch_size=batch_size, seed=seed, accumulation=accumulation, workers=team,
+                          precision=used_precision)
     partial = partial_path(output_path) if output_path is not None else None
     if resume and partial is not None:
         if team.is_main:

@@ -24,6 +24,7 @@ from ..activations import capture_output
 from ..distributed import SINGLE, Workers
 from ..encoder import Encoder
 from ..errors import LayerscopeError
+from ..precision import autocast, full_precision
 from .data import Batch, Example, RoundRobinSampler, collate
 from .loss import TEMPERATURE, RealignmentHead, contrastive_alignment_loss
 
@@ -51,16 +52,19 @@ def hidden_at_layer(encoder: Encoder, input_ids: torch.Tensor, attention_mask: t
 
 
 def realignment_loss(encoder: Encoder, head: RealignmentHead, batch: Batch, layer: int,
-                     temperature: float = TEMPERATURE) -> torch.Tensor:
+                     temperature: float = TEMPERATURE, precision: str = "fp32") -> torch.Tensor:
     """The contrastive realignment loss of one batch (gradients reach the encoder and head).
 
     The candidates are the batch's words (``batch.word_index``): every word of every sentence
     as published, or the aligned words only when the examples were built with
-    ``negatives="aligned"`` (see :func:`~layerscope.realign.data.extract_pairs`)."""
+    ``negatives="aligned"`` (see :func:`~layerscope.realign.data.extract_pairs`). The encoder's
+    forward pass runs in ``precision``; the head and the loss always in float32."""
     batch = batch.to(encoder.device)
-    hidden = hidden_at_layer(encoder, batch.input_ids, batch.attention_mask, layer)
+    with autocast(encoder.device, precision):
+        hidden = hidden_at_layer(encoder, batch.input_ids, batch.attention_mask, layer)
     words = hidden[batch.word_index[0], batch.word_index[1]]  # (M, d)
-    return contrastive_alignment_loss(head(words.float()), batch.src_word, batch.tgt_word, temperature)
+    with full_precision(encoder.device):
+        return contrastive_alignment_loss(head(words.float()), batch.src_word, batch.tgt_word, temperature)
 
 
 def resolve_layer(encoder: Encoder, layer: int | None) -> int:
@@ -101,8 +105,10 @@ class _LossModule(torch.nn.Module):
     """Encoder and head as one module whose forward is the realignment loss of a batch, so
     that DistributedDataParallel can wrap (and all-reduce the gradients of) both."""
 
-    def __init__(self, encoder: Encoder, head: RealignmentHead, layer: int, temperature: float) -> None:
+    def __init__(self, encoder: Encoder, head: RealignmentHead, layer: int, temperature: float,
+                 precision: str = "fp32") -> None:
         super().__init__()
+        self.precision = precision
         self.model = encoder.model
         self.head = head
         self.encoder = encoder
@@ -110,14 +116,15 @@ class _LossModule(torch.nn.Module):
         self.temperature = temperature
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        return realignment_loss(self.encoder, self.head, batch, self.layer, self.temperature)
+        return realignment_loss(self.encoder, self.head, batch, self.layer, self.temperature, self.precision)
 
 
 class Realigner:
     """Realign ``encoder`` on ``examples``: head, Adam (constant lr), round-robin batches.
 
     Seeds the global torch generator with ``seed`` (dropout draws from it) and builds the head
-    right after, so a run is reproducible on CPU.
+    right after, so a run is reproducible on CPU. ``precision`` (``fp32``, ``bf16``, ``auto``) is
+    that of the encoder's forward pass (:mod:`layerscope.precision`).
 
     One optimiser step averages the gradients of ``accumulation`` micro-batches of
     ``batch_size`` sentence pairs on each of the ``workers``' processes (each micro-batch's mean
@@ -127,7 +134,7 @@ class Realigner:
 
     def __init__(self, encoder: Encoder, examples: dict[str, list[Example]], *, layer: int, lr: float,
                  batch_size: int = 16, seed: int = 0, temperature: float = TEMPERATURE,
-                 accumulation: int = 1, workers: Workers = SINGLE) -> None:
+                 accumulation: int = 1, workers: Workers = SINGLE, precision: str = "fp32") -> None:
         if not isinstance(accumulation, int) or accumulation < 1:
             raise LayerscopeError(f"gradient accumulation must be a positive integer, got {accumulation!r}")
         self.encoder = encoder
@@ -144,7 +151,7 @@ class Realigner:
         if not trainable:
             raise LayerscopeError("the freeze policy leaves no trainable parameter in the model")
         self.optimizer = torch.optim.Adam([*trainable, *self.head.parameters()], lr=lr)
-        self.loss_module = workers.wrap(_LossModule(encoder, self.head, layer, temperature))
+        self.loss_module = workers.wrap(_LossModule(encoder, self.head, layer, temperature, precision))
         self.step = 0
         self.history: list[float] = []
 

@@ -10,11 +10,12 @@ from typing import Sequence
 
 import torch
 
+from ..precision import autocast
 from . import metrics
 from .data import QAExample, TaggedSentence
 from .features import Feature
 from .heads import TaskModel
-from .train import _autocast, collate
+from .train import collate
 
 UNTAGGED = "_"  # the prediction of a word with no sub-token: wrong for PoS
 
@@ -31,7 +32,7 @@ def predict_logits(model: TaskModel, features: Sequence[Feature], *, pad_id: int
     for k in range(0, len(order), batch_size):
         chunk = order[k:k + batch_size]
         batch = collate([features[i] for i in chunk], pad_id, model.kind, device)
-        with _autocast(device, precision):
+        with autocast(device, precision):
             logits = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
         logits = logits.float().cpu()
         for row, i in enumerate(chunk):

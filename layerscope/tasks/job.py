@@ -35,6 +35,7 @@ import torch
 from .. import languages
 from ..distributed import workers
 from ..errors import LayerscopeError
+from ..precision import resolve_precision
 from .registry import Task, get_task
 from .evaluate import majority_scores
 from .results import FinetuneResult, check_outputs, method_name, output_paths, tables, write
@@ -304,7 +305,7 @@ def _realign_before(encoder, config: FinetuneConfig, seed: int, steps: int, pivo
         freeze=config.freeze_policy, steps=steps, batch_size=config.realign_batch_size, lr=config.realign_lr,
         layer=config.realign_layer, max_length=config.realign_max_length, seed=seed, device=device, inplace=True,
         pivot=pivot, negatives=config.realign_negatives, keep_space_tokens=config.realign_keep_space_tokens,
-        casefold=config.realign_casefold,
+        casefold=config.realign_casefold, precision=config.precision,
     )
     info = {"steps": steps, "distinct": int(sum(result.sentence_counts.values())),
             "repeated": steps * config.realign_batch_size,
@@ -474,7 +475,8 @@ def finetune(
         conventions, ``negatives``, ``keep_space_tokens`` and ``casefold`` of
         :func:`layerscope.realign.realign` (default: as published).
     model : architecture and tokenizer for bare weights; ``model_name``: the ``model`` column.
-    device : ``auto``, ``cpu`` or ``cuda``; ``precision``: ``auto`` (bf16 autocast on a GPU), ``fp32``, ``bf16``.
+    device : ``auto``, ``cpu`` or ``cuda``; ``precision``: ``auto`` (bf16 autocast on a GPU or
+        a CPU with native bf16, see :mod:`layerscope.precision`), ``fp32``, ``bf16``; the one used is in ``run``.
     output : write ``output`` (per-seed CSV), ``<stem>.tidy.csv`` and ``<stem>.json``; they are
         rewritten after every run, so an interrupted job keeps the finished seeds.
 
@@ -555,6 +557,7 @@ def finetune(
         "versions": provenance.versions(),
         "git_revision": provenance.git_revision(),
         "device": str(target),
+        "precision": resolve_precision(target, config.precision),
     }
     result = FinetuneResult(wide=pd.DataFrame(), tidy=pd.DataFrame(), run=run_info, reference=reference,
                             paths=paths)

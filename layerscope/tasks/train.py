@@ -32,6 +32,7 @@ import torch
 from .. import progress
 from ..distributed import SINGLE, Workers
 from ..errors import LayerscopeError
+from ..precision import autocast
 from .features import IGNORE, Feature
 from .heads import TaskModel, batch_loss
 
@@ -114,16 +115,6 @@ def collate(features: Sequence[Feature], pad_id: int, kind: str,
     if types is not None:
         batch["token_type_ids"] = types
     return {k: v.to(device) for k, v in batch.items()}
-
-
-def _autocast(device: torch.device, precision: str):
-    import contextlib
-
-    if device.type == "cuda" and precision in ("bf16", "auto") and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if device.type == "cuda" and precision == "fp16":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
 
 
 @dataclass
@@ -215,7 +206,7 @@ def train_task(model: TaskModel, features: Sequence[Feature], settings: TrainSet
             for position, chunk in enumerate(mine):
                 batch = collate([features[i] for i in chunk], pad_id, model.kind, device)
                 with workers.no_sync(wrapped, last=position == len(mine) - 1):
-                    with _autocast(device, precision):
+                    with autocast(device, precision):
                         logits = wrapped(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
                     loss, _ = batch_loss(model.kind, logits, batch["labels"])
                     scaled = loss / units if not workers.distributed else loss * (workers.world_size / units)
@@ -225,7 +216,7 @@ def train_task(model: TaskModel, features: Sequence[Feature], settings: TrainSet
             if not math.isfinite(task_value):
                 raise LayerscopeError(f"task loss became {task_value} at step {step + 1}; lower the learning rate")
             if objective is not None:
-                with _autocast(device, precision):
+                with autocast(device, precision):
                     realign = objective.loss()
                 scaled = objective.weight * realign.float()
                 if realign_params is None:
