@@ -92,9 +92,9 @@ class _Rows:
         self.pending_index, self.pending_grad = union, merged
 
     def take_dense_grad(self) -> None:
-        """Data-parallel mode: read the (all-reduced) dense ``.grad`` into the pending block."""
+        """Data-parallel mode: move the (all-reduced) dense ``.grad`` into the pending block."""
         grad = self.weight.grad
-        if grad is not None and self.pending_index is None:
+        if grad is not None:
             self.add(grad)
 
     def clear(self, set_to_none: bool) -> None:
@@ -211,9 +211,9 @@ class TouchedRowsAdam(torch.optim.Optimizer):
     def clip_grad_norm_(self, parameters: Iterable[torch.Tensor], max_norm: float) -> torch.Tensor:
         """``torch.nn.utils.clip_grad_norm_`` (2-norm) with the embeddings' compact gradients.
 
-        The norm of the compact block equals that of the dense gradient bit for bit when the row
-        width is a multiple of the vector width (zeros add nothing and each SIMD lane sees the same
-        values in the same order); ``tests/test_optim.py`` checks it."""
+        The dense gradient's untouched rows are zeros, which add nothing to a sum of squares, so
+        the compact block's norm is the dense one; that it is so bit for bit (same summation
+        order for the nonzero terms) is checked by ``tests/test_optim.py`` on several widths."""
         self._collect()
         by_id = {id(r.weight): r for r in self._rows}
         grads = []
@@ -244,8 +244,7 @@ class TouchedRowsAdam(torch.optim.Optimizer):
         self._collect()
         self.dense.step()
         for r in self._rows:
-            r.update()
-            r.clear(set_to_none=False)
+            r.update()  # the gradient stays until zero_grad, as a dense .grad would
         return loss
 
     # ------------------------------------------------------------------ state

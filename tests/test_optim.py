@@ -16,6 +16,7 @@ from layerscope.encoder import _finish
 from layerscope.realign import realign
 from layerscope.tasks import TaskModel, TrainSettings, train_task
 
+from test_distributed import PAIRS, PARALLEL, _launch_two, base  # noqa: F401 (base: a fixture)
 from test_realign import EN, FR, ZH, dictionary, make_corpus
 from test_tasks_train import LABELS, _features, synthetic_tagging, tiny_encoder
 
@@ -59,7 +60,7 @@ class _Toy(nn.Module):
 @pytest.mark.parametrize("width,decoupled,sparse", [(384, False, True), (37, True, True), (64, False, False)])
 def test_equals_dense_adam_step_by_step(width, decoupled, sparse):
     """20 steps with two backward passes each (rows repeated within and across them), clipping
-    on odd steps, row 999 touched at step 3 only and rows 30-49 only in the first 5 steps: every
+    on odd steps, no zero_grad before step 7, row 999 touched at step 3 only and rows 30-49 only in the first 5 steps: every
     parameter is torch.equal to the dense optimiser's after every step; untouched rows never move
     and the once-touched rows keep moving afterwards."""
     torch.manual_seed(0)
@@ -81,7 +82,8 @@ def test_equals_dense_adam_step_by_step(width, decoupled, sparse):
         if step == 3:
             inputs.insert(0, torch.tensor([[999, 999, 5]]))
         for model, opt in ((reference, dense_opt), (candidate, rows_opt)):
-            opt.zero_grad(set_to_none=True)
+            if step != 7:  # at step 7 the new gradients add to step 6's (clipped) ones
+                opt.zero_grad(set_to_none=True)
             with optim.sparse_gradients(opt):
                 for ids in inputs:
                     model(ids).backward()
@@ -307,3 +309,23 @@ def test_real_model_realignment_and_finetuning_equal_dense(e5_dir, dense):
     (r_rows, t_rows, w_rows), (r_dense, t_dense, w_dense) = outcomes
     assert r_rows == r_dense and t_rows == t_dense
     _assert_equal(w_dense, w_rows)
+
+
+# --------------------------------------------------------------------------- data parallelism
+
+
+@pytest.mark.slow
+def test_two_processes_touched_rows_equal_dense(base, tmp_path, monkeypatch):
+    """Under ``accelerate launch`` with two processes, each seeing its own sentences, the rows
+    read from the all-reduced gradient make the same weights as the dense Adam, bit for bit."""
+    outputs = {}
+    for name in ("rows", "dense"):
+        if name == "dense":
+            monkeypatch.setenv(optim.DENSE_ENV, "1")
+        out = tmp_path / f"{name}.pt"
+        done = _launch_two(["-q", "realign", str(base), "--parallel", PARALLEL, "--pairs", PAIRS, "--langs", "fr,de",
+                            "--freeze", "none", "--steps", "3", "--batch-size", "2", "--lr", "1e-3", "--seed", "4",
+                            "--device", "cpu", "-o", str(out)], tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        outputs[name] = torch.load(out, weights_only=True)["state_dict"]
+    _assert_equal(outputs["dense"], outputs["rows"])
