@@ -5,7 +5,7 @@ Three figures, measured in one run:
 - realignment step (forward + backward + optimiser; the default freeze policy ``lower``, which
   trains the word embeddings): touched-rows Adam, dense Adam, and the floor — the same step with
   the word-embedding matrix frozen (``lower+embeddings``), on the same batches (same seed);
-- fine-tuning step (tagging, batch 32 in micro-batches of 8, AdamW, clipping): the same three;
+- fine-tuning step (tagging, batch 32 in micro-batches of 8 by default, AdamW, clipping): the same three;
 - end to end, ``layerscope realign MODEL --parallel sample --pairs dict:data/sample/dict --steps N``
   with the touched-rows Adam and with the dense Adam (``LAYERSCOPE_DENSE_OPTIMIZER=1``).
 
@@ -104,7 +104,7 @@ def tagging_data(encoder) -> list:
     return encode_tagging(encoder.tokenizer, sentences, {f"T{k}": k for k in range(5)}, max_length=128)
 
 
-def finetune_steps(model: str, variant: str, steps: int) -> list[float]:
+def finetune_steps(model: str, variant: str, steps: int, batch: int = 32) -> list[float]:
     encoder = load_encoder(model)
     if variant == VARIANTS[2]:
         encoder.model.get_input_embeddings().weight.requires_grad_(False)
@@ -112,8 +112,9 @@ def finetune_steps(model: str, variant: str, steps: int) -> list[float]:
     task = TaskModel(encoder, "tagging", 5)
     clock = Clock()
     with dense_optimizer(variant == VARIANTS[1]):
-        train_task(task, tagging_data(encoder), TrainSettings(steps=steps, lr=2e-5), pad_id=encoder.tokenizer.pad_token_id,
-                   device="cpu", on_step=clock)
+        train_task(task, tagging_data(encoder), TrainSettings(steps=steps, lr=2e-5, batch_size=batch,
+                                                              micro_batch_size=min(8, batch)),
+                   pad_id=encoder.tokenizer.pad_token_id, device="cpu", on_step=clock)
     return clock.intervals()
 
 
@@ -137,6 +138,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="steps per timed run (the first interval is dropped)")
     parser.add_argument("--rounds", type=int, default=2, help="times each variant runs, in turn")
     parser.add_argument("--e2e-steps", type=int, default=60)
+    parser.add_argument("--finetune-batch", type=int, default=32, help="fine-tuning batch (micro-batches of 8)")
+    parser.add_argument("--skip-dense-finetune", action="store_true",
+                        help="time the dense Adam's fine-tuning step not at all (it is the slowest)")
     parser.add_argument("--quick", action="store_true", help="3 steps, 1 round, end to end 6 steps")
     parser.add_argument("--json", type=Path, help="also write the key figures here (for run_all.py)")
     args = parser.parse_args()
@@ -147,25 +151,29 @@ def main() -> None:
     timings: dict[str, dict[str, list[float]]] = {"realignment": {}, "fine-tuning": {}}
     for round_ in range(args.rounds):
         for variant in VARIANTS:
-            for name, measure in (("realignment", realign_steps), ("fine-tuning", finetune_steps)):
-                found = measure(args.model, variant, args.steps)
+            for name in ("realignment", "fine-tuning"):
+                if name == "fine-tuning" and variant == VARIANTS[1] and args.skip_dense_finetune:
+                    continue
+                if name == "realignment":
+                    found = realign_steps(args.model, variant, args.steps)
+                else:
+                    found = finetune_steps(args.model, variant, args.steps, args.finetune_batch)
                 timings[name].setdefault(variant, []).extend(found)
                 print(f"round {round_ + 1}: {name:12s} {variant:26s} " + " ".join(f"{t:.2f}" for t in found),
                       flush=True)
     e2e = {"touched rows": [], "dense Adam": []}
-    for _round in range(1 if args.quick else 1):
-        for dense in (True, False):
-            seconds = end_to_end(args.model, args.e2e_steps, dense, args.threads)
-            e2e["dense Adam" if dense else "touched rows"].append(seconds)
-            print(f"end to end ({args.e2e_steps} steps), {'dense Adam' if dense else 'touched rows'}: {seconds:.1f} s",
-                  flush=True)
+    for dense in (True, False):
+        seconds = end_to_end(args.model, args.e2e_steps, dense, args.threads)
+        e2e["dense Adam" if dense else "touched rows"].append(seconds)
+        print(f"end to end ({args.e2e_steps} steps), {'dense Adam' if dense else 'touched rows'}: {seconds:.1f} s",
+              flush=True)
 
     figures: dict[str, float] = {}
     print(f"\nmodel {args.model}, {args.threads} threads, median step seconds over {args.rounds} interleaved rounds")
     print(f"{'step':14s} {'touched rows':>13s} {'dense Adam':>11s} {'floor':>8s} {'rows/floor':>11s} "
           f"{'dense/floor':>12s} {'target':>8s}")
     for name in ("realignment", "fine-tuning"):
-        med = {v: statistics.median(timings[name][v]) for v in VARIANTS}
+        med = {v: statistics.median(timings[name][v]) if timings[name].get(v) else float("nan") for v in VARIANTS}
         rows, dense, floor = (med[v] for v in VARIANTS)
         figures[f"{name}_rows_over_floor"] = rows / floor
         figures[f"{name}_dense_over_floor"] = dense / floor
