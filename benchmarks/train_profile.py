@@ -42,19 +42,31 @@ def main() -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--part", choices=("both", "realign", "finetune"), default="both")
+    parser.add_argument("--finetune-batch", type=int, default=32, help="fine-tuning batch (micro-batches of 8)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.part in ("both", "realign"):
+        profile_realign(args)
+    if args.part in ("both", "finetune"):
+        profile_finetune(args)
 
+
+def profile_realign(args) -> None:
     on_step, profiler = profiled(args.steps)
     realign(args.model, parallel=sample_corpus(), pairs=f"dict:{SAMPLE / 'dict'}", freeze="lower", steps=args.steps,
             seed=0, on_step=on_step)
     print(f"=== realignment, steps 2-{args.steps}")
     print(profiler.output_text(unicode=False, color=False))
 
+
+def profile_finetune(args) -> None:
     encoder = load_encoder(args.model)
     torch.manual_seed(0)
     on_step, profiler = profiled(args.steps)
-    train_task(TaskModel(encoder, "tagging", 5), tagging_data(encoder), TrainSettings(steps=args.steps, lr=2e-5),
+    settings = TrainSettings(steps=args.steps, lr=2e-5, batch_size=args.finetune_batch,
+                             micro_batch_size=min(8, args.finetune_batch))
+    train_task(TaskModel(encoder, "tagging", 5), tagging_data(encoder), settings,
                pad_id=encoder.tokenizer.pad_token_id, on_step=on_step)
     print(f"=== fine-tuning, steps 2-{args.steps}")
     print(profiler.output_text(unicode=False, color=False))

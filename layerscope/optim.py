@@ -67,7 +67,7 @@ class _Rows:
     pending_index: torch.Tensor | None = None  # rows with a gradient since zero_grad, sorted
     pending_grad: torch.Tensor | None = None  # (m, d) their summed gradient
     has_grad: bool = False  # the dense optimiser would find a .grad tensor
-    hook: object = None
+    hook: object = None  # the gradient hook while inside sparse_gradients()
 
     @property
     def weight(self) -> nn.Parameter:
@@ -91,8 +91,9 @@ class _Rows:
         merged.index_add_(0, torch.searchsorted(union, rows), block)
         self.pending_index, self.pending_grad = union, merged
 
-    def take_dense_grad(self) -> None:
-        """Data-parallel mode: move the (all-reduced) dense ``.grad`` into the pending block."""
+    def take_grad(self) -> None:
+        """Move ``.grad`` (under data parallelism the all-reduced dense one; the hook's empty
+        stand-in otherwise) into the pending block."""
         grad = self.weight.grad
         if grad is not None:
             self.add(grad)
@@ -158,8 +159,6 @@ class TouchedRowsAdam(torch.optim.Optimizer):
                     if group["capturable"] or group["fused"] else torch.tensor(0.0, dtype=torch.float32))
             rows = _Rows(module, group, torch.zeros(0, dtype=torch.long, device=weight.device),
                          weight.new_zeros((0, weight.shape[1])), weight.new_zeros((0, weight.shape[1])), step)
-            if hook:
-                rows.hook = weight.register_hook(self._receiver(rows))
             self._rows.append(rows)
 
     @staticmethod
@@ -182,18 +181,24 @@ class TouchedRowsAdam(torch.optim.Optimizer):
 
     @contextlib.contextmanager
     def sparse_gradients(self) -> Iterator[None]:
-        """While inside, the embeddings emit sparse gradients (cheap for a large vocabulary)."""
+        """While inside, the embeddings emit sparse gradients (cheap for a large vocabulary) that
+        a hook folds into the compact block per backward pass. Outside (and under data
+        parallelism) the dense ``.grad`` is read at the step instead: slower, just as exact."""
         if not self._hooked:
             yield
             return
         saved = [r.module.sparse for r in self._rows]
         try:
             for r in self._rows:
+                r.hook = r.weight.register_hook(self._receiver(r))
                 r.module.sparse = not r.module.scale_grad_by_freq  # the frequency scaling differs when sparse
             yield
         finally:
             for r, flag in zip(self._rows, saved):
                 r.module.sparse = flag
+                if r.hook is not None:
+                    r.hook.remove()
+                    r.hook = None
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.dense.zero_grad(set_to_none=set_to_none)
@@ -203,8 +208,7 @@ class TouchedRowsAdam(torch.optim.Optimizer):
 
     def _collect(self) -> None:
         for r in self._rows:
-            if not self._hooked:
-                r.take_dense_grad()
+            r.take_grad()
             r.weight.grad = None
 
     @torch.no_grad()
