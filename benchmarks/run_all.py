@@ -4,7 +4,9 @@ Runs, one after another (each prints its own detailed table as it goes):
 
 - compare_speed.py: compare against its floor (the bare forward passes) and the activation cache;
 - peer_torch_cka.py: the same job done with torch-cka, and CKA agreement on the same features;
-- scaling.py: time and peak memory of the metric stage as sentences and layers grow.
+- scaling.py: time and peak memory of the metric stage as sentences and layers grow;
+- train_speed.py (with ``--model``, multilingual-e5-small): training steps against their floor
+  (the embeddings frozen) and end-to-end realignment with the touched-rows Adam against the dense one.
 
     python benchmarks/run_all.py                # the sizes the targets are stated for (hours on a CPU)
     python benchmarks/run_all.py --quick        # small sizes: minutes, to check that everything runs
@@ -48,8 +50,11 @@ def run(script: str, arguments: list[str], directory: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, to check that everything runs")
+    parser.add_argument("--model", help="multilingual-e5-small for train_speed.py (skipped without it)")
     args = parser.parse_args()
-    sizes = SIZES["quick" if args.quick else "full"]
+    sizes = dict(SIZES["quick" if args.quick else "full"])
+    if args.model:
+        sizes["train_speed.py"] = ["--model", args.model, *(["--quick"] if args.quick else [])]
     with tempfile.TemporaryDirectory() as tmp:
         figures = {script: run(script, arguments, Path(tmp)) for script, arguments in sizes.items()}
     speed, peer, scaling = figures["compare_speed.py"], figures["peer_torch_cka.py"], figures["scaling.py"]
@@ -66,6 +71,16 @@ def main() -> None:
          scaling["sizes"]),
         ("streaming CKA vs float64 reference", f"{scaling['agreement']:.1e}", "≤ 1e-6", "2000 × 4 layers"),
     ]
+    if "train_speed.py" in figures:
+        train = figures["train_speed.py"]
+        rows += [
+            ("realignment step / floor (embeddings frozen)", f"{train['realignment_rows_over_floor']:.2f}×",
+             "≤ 1.15×", "e5-small"),
+            ("fine-tuning step / floor (embeddings frozen)", f"{train['fine-tuning_rows_over_floor']:.2f}×",
+             "≤ 1.15×", "e5-small"),
+            ("realign end to end, dense Adam / touched rows", f"{train['end_to_end_speedup']:.2f}×", "≥ 1.4×",
+             "e5-small"),
+        ]
     print("\n| measurement | ratio | target | size |")
     print("|---|---|---|---|")
     for row in rows:

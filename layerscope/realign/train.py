@@ -2,7 +2,9 @@
 
 :class:`Realigner` owns the projection head, the Adam optimiser (constant learning rate) and
 the batch order; its whole state (:meth:`Realigner.state_dict`) is tensors and plain types, so
-a run saved at step *k* and resumed continues bit-identically on CPU. The freeze policy is
+a run saved at step *k* and resumed continues bit-identically on CPU. The optimiser keeps Adam
+state only for the word-embedding rows touched so far (:mod:`layerscope.optim`), bit for bit the
+dense Adam. The freeze policy is
 applied by the caller (:func:`layerscope.encoder.apply_freeze`) before the optimiser is built:
 frozen parameters are never handed to it.
 
@@ -12,6 +14,7 @@ frozen parameters are never handed to it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -19,8 +22,7 @@ from typing import Callable
 
 import torch
 
-from .. import progress
-from ..activations import capture_output
+from .. import optim, progress
 from ..distributed import SINGLE, Workers
 from ..encoder import Encoder
 from ..errors import LayerscopeError
@@ -33,21 +35,46 @@ log = logging.getLogger(__name__)
 DURING_WEIGHT = 0.1
 
 
+class _StopForward(Exception):
+    """Raised by a hook once the realignment layer's output is captured: the blocks above it,
+    which the loss does not read, are not run."""
+
+
+@contextlib.contextmanager
+def _stop_after(module: torch.nn.Module, *, before: bool = False):
+    """Capture ``module``'s output (its hidden-state input when ``before``) and end the forward
+    pass there; the hook is always removed."""
+    store: dict = {}
+
+    def capture(value) -> None:
+        store["output"] = value[0] if isinstance(value, tuple) else value
+        raise _StopForward
+
+    if before:
+        handle = module.register_forward_pre_hook(
+            lambda _m, args, kwargs: capture(args[0] if args else kwargs["hidden_states"]), with_kwargs=True)
+    else:
+        handle = module.register_forward_hook(lambda _m, _inputs, output: capture(output))
+    try:
+        yield store
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+
+
 def hidden_at_layer(encoder: Encoder, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                     layer: int) -> torch.Tensor:
     """Hidden states of ``layer`` (0 = embeddings, i = raw output of block i): shape (B, T, d).
 
     Gradients flow; the last layer is the last block's output before any final norm, as in
-    :func:`layerscope.activations.forward_layers`.
+    :func:`layerscope.activations.forward_layers`. The forward pass stops at ``layer``.
     """
-    if layer == 0:
-        output = encoder.model(input_ids=input_ids, attention_mask=attention_mask,
-                               output_hidden_states=True, return_dict=True)
-        return output.hidden_states[0]
-    with capture_output(encoder.blocks[layer - 1]) as store:
+    module = encoder.blocks[max(layer, 1) - 1]
+    with _stop_after(module, before=layer == 0) as store:
         encoder.model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
     if "output" not in store:
-        raise LayerscopeError(f"block {layer - 1} of {encoder.name} did not run")
+        raise LayerscopeError(f"block {max(layer, 1) - 1} of {encoder.name} did not run")
     return store["output"]
 
 
@@ -150,7 +177,10 @@ class Realigner:
         trainable = [p for p in encoder.model.parameters() if p.requires_grad]
         if not trainable:
             raise LayerscopeError("the freeze policy leaves no trainable parameter in the model")
-        self.optimizer = torch.optim.Adam([*trainable, *self.head.parameters()], lr=lr)
+        # In one process the embedding gradients are gathered per backward pass; under data
+        # parallelism they are read after DistributedDataParallel's all-reduce.
+        self.optimizer = optim.adam([*trainable, *self.head.parameters()], lr=lr,
+                                    embeddings=optim.word_embeddings(encoder.model), hook=not workers.distributed)
         self.loss_module = workers.wrap(_LossModule(encoder, self.head, layer, temperature, precision))
         self.step = 0
         self.history: list[float] = []
@@ -188,7 +218,7 @@ class Realigner:
         start = time.perf_counter()
         pairs_seen = 0
         with progress.bar(total=steps, initial=self.step, desc="realign", unit="step",
-                          main=self.workers.is_main) as bar:
+                          main=self.workers.is_main) as bar, optim.sparse_gradients(self.optimizer):
             while self.step < steps:
                 value, pairs = self.train_step()
                 pairs_seen += pairs

@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .. import progress
+from .. import optim, progress
 from ..distributed import SINGLE, Workers
 from ..errors import LayerscopeError
 from ..precision import autocast
@@ -185,7 +185,10 @@ def train_task(model: TaskModel, features: Sequence[Feature], settings: TrainSet
     groups = [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if objective is not None:
         groups.append({"params": list(objective.parameters()), "weight_decay": 0.0})
-    optimizer = torch.optim.AdamW(groups, lr=settings.lr, eps=1e-8)
+    # AdamW; with weight decay 0 (the default) only the touched word-embedding rows are updated,
+    # bit for bit as the dense one (layerscope.optim).
+    optimizer = optim.adam(groups, decoupled=True, lr=settings.lr, eps=1e-8,
+                           embeddings=optim.word_embeddings(model.base), hook=not workers.distributed)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: linear_schedule(step, warmup_steps=warmup_steps, total_steps=total))
     clip_params = [p for group in groups for p in group["params"]]
@@ -194,7 +197,8 @@ def train_task(model: TaskModel, features: Sequence[Feature], settings: TrainSet
     history = TrainHistory()
     start = time.perf_counter()
     model.train()
-    with progress.bar(total=total, desc=desc, unit="step", main=workers.is_main) as bar:
+    with progress.bar(total=total, desc=desc, unit="step", main=workers.is_main) as bar, \
+            optim.sparse_gradients(optimizer):
         for step, indices in enumerate(_batches(len(features), settings, total)):
             indices = sorted(indices, key=lambda i: len(features[i].input_ids))
             micro_indices = [indices[k:k + settings.micro_batch_size]
@@ -229,7 +233,7 @@ def train_task(model: TaskModel, features: Sequence[Feature], settings: TrainSet
                             param.grad = grad if param.grad is None else param.grad + grad
                 history.realign_loss.append(float(realign.detach()))
             if settings.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(clip_params, settings.max_grad_norm)
+                optim.clip_grad_norm_(optimizer, clip_params, settings.max_grad_norm)
             history.lr.append(optimizer.param_groups[0]["lr"])
             optimizer.step()
             scheduler.step()
