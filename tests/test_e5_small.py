@@ -4,7 +4,6 @@ every FLORES devtest sentence, and its one-line errors (missing package, changed
 
 from __future__ import annotations
 
-import shutil
 import struct
 import subprocess
 import sys

@@ -4,8 +4,6 @@ tokens deleted before encoding, checked against definitions written out here."""
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -72,28 +70,18 @@ def test_wordpiece_tokenizers_are_unaffected():
     assert [e.first for e in kept] == [e.first for e in dropped]
 
 
-def e5_tokenizer_dir() -> Path | None:
-    env = os.environ.get("LAYERSCOPE_E5_HF")
-    for candidate in ([Path(env)] if env else []) + [Path(__file__).resolve().parents[2] / "e5-hf"]:
-        if (candidate / "tokenizer.json").is_file() or (candidate / "tokenizer_config.json").is_file():
-            return candidate
-    return None
-
-
 @pytest.fixture(scope="module")
-def e5_tokenizer():
-    directory = e5_tokenizer_dir()
-    if directory is None:
-        pytest.skip("multilingual-e5-small tokenizer not available (set LAYERSCOPE_E5_HF)")
-    from transformers import AutoTokenizer
+def e5_tokenizer(e5_small_base):
+    """multilingual-e5-small's tokenizer, from ``layerscope snapshot e5-small`` (skipped without it)."""
+    from layerscope.encoder import load_encoder
 
-    return AutoTokenizer.from_pretrained(str(directory))
+    return load_encoder(e5_small_base).tokenizer
 
 
 @pytest.mark.parametrize("text,lang", [("今日は 東京 に 行きます。", "ja"), ("私 は 猫 が 好き です", "ja"),
                                        ("我 喜欢 你的 猫。", "zh"), ("他们 在 北京 工作", "zh")])
 def test_real_xlmr_tokenizer_japanese_chinese(e5_tokenizer, text, lang):
-    """multilingual-e5-small's XLM-R SentencePiece tokenizer (skipped without /work/e5-hf)."""
+    """multilingual-e5-small's XLM-R SentencePiece tokenizer (skipped without the real model)."""
     tokenizer = e5_tokenizer
     words = split_words(text, lang)
     (kept,) = encode_words(tokenizer, [words], max_length=96)
