@@ -39,7 +39,7 @@ examples:
   layerscope realign base.pt --parallel sample --pairs embed:3 --freeze none --steps 200 -o r.pt
   layerscope realign base.pt --parallel sample --pairs dict:muse/ -o r.pt --checkpoint-every 100
   layerscope realign base.pt --parallel sample --pairs dict:muse/ -o r.pt --checkpoint-every 100 --resume
-  layerscope realign xlm-roberta-base --parallel tatoeba:tatoeba_challenge --pairs dict:muse/ --layer -2 \
+  layerscope realign xlm-roberta-base --parallel tatoeba:tatoeba_challenge --pairs dict:muse/ --layer -2 \\
       --steps-from-finetune pos=en_ewt-ud-train.conllu -o r.pt
                        # then: layerscope finetune r.pt --task pos --train en_ewt-ud-train.conllu ...
                        # the published 'before' schedule: as many realignment as fine-tuning steps
