@@ -111,17 +111,35 @@ def length_sorted_batches(lengths: Sequence[int], max_tokens: int, max_batch: in
     return batches
 
 
+class _StopForward(Exception):
+    """Raised by a ``stop=True`` capture hook: the modules after the captured one do not run."""
+
+
 @contextlib.contextmanager
-def capture_output(module: torch.nn.Module) -> Iterator[dict]:
-    """Record ``module``'s output for the duration of the block; the hook is always removed."""
+def capture_output(module: torch.nn.Module, *, stop: bool = False, before: bool = False) -> Iterator[dict]:
+    """Record ``module``'s output (its hidden-state input when ``before``) in ``store["output"]``
+    for the duration of the block; the hook is always removed.
+
+    With ``stop``, the forward pass ends right there (the layers above are not run, so a loss
+    that reads this layer costs no more than the layers below it); the model call inside the
+    block then returns nothing.
+    """
     store: dict = {}
 
-    def hook(_module, _inputs, output):
-        store["output"] = output[0] if isinstance(output, tuple) else output
+    def record(value) -> None:
+        store["output"] = value[0] if isinstance(value, tuple) else value
+        if stop:
+            raise _StopForward
 
-    handle = module.register_forward_hook(hook)
+    if before:
+        handle = module.register_forward_pre_hook(
+            lambda _m, args, kwargs: record(args[0] if args else kwargs["hidden_states"]), with_kwargs=True)
+    else:
+        handle = module.register_forward_hook(lambda _m, _inputs, output: record(output))
     try:
         yield store
+    except _StopForward:
+        pass
     finally:
         handle.remove()
 

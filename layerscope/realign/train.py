@@ -14,7 +14,6 @@ frozen parameters are never handed to it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -23,6 +22,7 @@ from typing import Callable
 import torch
 
 from .. import optim, progress
+from ..activations import capture_output
 from ..distributed import SINGLE, Workers
 from ..encoder import Encoder
 from ..errors import LayerscopeError
@@ -35,34 +35,6 @@ log = logging.getLogger(__name__)
 DURING_WEIGHT = 0.1
 
 
-class _StopForward(Exception):
-    """Raised by a hook once the realignment layer's output is captured: the blocks above it,
-    which the loss does not read, are not run."""
-
-
-@contextlib.contextmanager
-def _stop_after(module: torch.nn.Module, *, before: bool = False):
-    """Capture ``module``'s output (its hidden-state input when ``before``) and end the forward
-    pass there; the hook is always removed."""
-    store: dict = {}
-
-    def capture(value) -> None:
-        store["output"] = value[0] if isinstance(value, tuple) else value
-        raise _StopForward
-
-    if before:
-        handle = module.register_forward_pre_hook(
-            lambda _m, args, kwargs: capture(args[0] if args else kwargs["hidden_states"]), with_kwargs=True)
-    else:
-        handle = module.register_forward_hook(lambda _m, _inputs, output: capture(output))
-    try:
-        yield store
-    except _StopForward:
-        pass
-    finally:
-        handle.remove()
-
-
 def hidden_at_layer(encoder: Encoder, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                     layer: int) -> torch.Tensor:
     """Hidden states of ``layer`` (0 = embeddings, i = raw output of block i): shape (B, T, d).
@@ -71,7 +43,7 @@ def hidden_at_layer(encoder: Encoder, input_ids: torch.Tensor, attention_mask: t
     :func:`layerscope.activations.forward_layers`. The forward pass stops at ``layer``.
     """
     module = encoder.blocks[max(layer, 1) - 1]
-    with _stop_after(module, before=layer == 0) as store:
+    with capture_output(module, stop=True, before=layer == 0) as store:
         encoder.model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
     if "output" not in store:
         raise LayerscopeError(f"block {max(layer, 1) - 1} of {encoder.name} did not run")
