@@ -6,10 +6,12 @@ that a busy machine slows both alike; the table shows the median seconds and the
 
 - extraction: :func:`layerscope.activations.extract` (every layer, mean-pooled, float32 out)
   of the first ``--sentences`` English FLORES-200 devtest sentences;
-- realignment step: one :meth:`layerscope.realign.Realigner.train_step` (batch of 16 sentence
+- realignment step: one :meth:`layerscope.realign.Realigner.train_step` inside the optimiser's
+  sparse-gradient context, as :meth:`~layerscope.realign.Realigner.run` takes it (batch of 16 sentence
   pairs from FLORES en–fr/de/ru with MUSE dictionary pairs, forward, backward, Adam), freeze
-  policy ``--freeze`` (``lower``, the AlignFreeze default: the embeddings train, so Adam moves
-  the 96M-parameter embedding matrix too; ``lower+embeddings`` leaves it out);
+  policy ``--freeze`` (``lower``, the AlignFreeze default: the embeddings train, and Adam moves
+  the rows of the embedding matrix touched so far; ``lower+embeddings`` leaves it out); both
+  precisions of a round take the same batch;
 - fine-tuning step: :func:`layerscope.tasks.train_task` (UPOS head, effective batch 32 in
   micro-batches of 16, AdamW over every parameter) for ``--ft-steps`` steps on UD English-EWT
   dev sentences; the seconds of steps 2 … N (the first allocates AdamW's states) per step.
@@ -65,6 +67,7 @@ def time_extraction(encoder, sentences: list[str], repeats: int) -> dict[str, fl
 def time_realign_step(encoder, data: Path, *, freeze: str, sentences: int, repeats: int) -> dict[str, float]:
     """One Realigner (one copy of the weights in memory) whose forward precision is switched
     between steps; the steps keep training the same weights, which does not change their cost."""
+    from layerscope import optim
     from layerscope.corpora import read_corpus
     from layerscope.encoder import apply_freeze, parse_freeze_policy, unfreeze_all
     from layerscope.realign import Realigner
@@ -75,14 +78,26 @@ def time_realign_step(encoder, data: Path, *, freeze: str, sentences: int, repea
     pairs = extract_pairs(encoder.tokenizer, corpus, pair_source(f"dict:{data / 'muse'}"), max_length=96)
     apply_freeze(encoder, parse_freeze_policy(freeze, encoder.num_layers))
     trainer = Realigner(encoder, pairs.examples, layer=encoder.num_layers, lr=2e-5, batch_size=16, seed=0)
-    trainer.train_step()  # the first step allocates Adam's states: not timed
+
+    sampler = trainer.batches.sampler
+    round_start: list[dict] = []
 
     def step(precision: str) -> None:
+        # Both precisions of a round take the same batch (lengths differ from batch to batch).
+        if len(round_start) % 2 == 0:
+            round_start.append(sampler.state_dict())
+        else:
+            sampler.load_state_dict(round_start[-1])
+            round_start.append(round_start[-1])
         trainer.loss_module.precision = precision
         trainer.train_step()
 
+    # Realigner.run steps inside the optimiser's sparse-gradient context (the embedding matrix
+    # gets a compact gradient, not a dense (V, d) one); the benchmark times the same step.
     try:
-        return interleaved(step, repeats)
+        with optim.sparse_gradients(trainer.optimizer):
+            trainer.train_step()  # the first step allocates Adam's states: not timed
+            return interleaved(step, repeats)
     finally:
         unfreeze_all(encoder)
 

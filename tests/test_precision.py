@@ -3,6 +3,7 @@ and optimiser states stay float32, determinism and resume in bf16, and the preci
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -253,3 +254,38 @@ def test_finetune_run_records_the_precision_used(tmp_path):
     assert result.run["precision"] == "bf16"
     assert finetune(tiny, task="pos", train=POS_TRAIN, eval=POS_EVAL, seeds=[1],
                     **{**FT_FAST, "steps": 1}).run["precision"] == "fp32"  # auto, no native bf16 (conftest)
+
+
+def test_bf16_step_is_the_same_with_compact_embedding_gradients_and_close_to_fp32(realign_encoder):
+    """bf16_speed.py times the realignment step inside the optimiser's sparse-gradient context, as
+    Realigner.run takes it: in bf16 that step is the one taken with the dense embedding gradient,
+    bit for bit, and its loss differs from fp32's by about bf16's rounding, not more."""
+    import copy
+    import dataclasses
+
+    from layerscope import optim
+    from layerscope.realign.data import extract_pairs
+    from layerscope.realign.train import Realigner
+
+    data = extract_pairs(realign_encoder.tokenizer, make_corpus(), dictionary())
+
+    def steps(precision_: str, compact: bool) -> tuple[list[float], dict[str, torch.Tensor]]:
+        enc = dataclasses.replace(realign_encoder, model=copy.deepcopy(realign_encoder.model))
+        trainer = Realigner(enc, data.examples, layer=enc.num_layers, lr=1e-3, batch_size=4, seed=4,
+                            precision=precision_)
+        context = optim.sparse_gradients(trainer.optimizer) if compact else contextlib.nullcontext()
+        with context:
+            losses = [trainer.train_step()[0] for _ in range(3)]
+        return losses, {k: v.detach().clone() for k, v in enc.model.state_dict().items()}
+
+    compact_loss, compact_weights = steps("bf16", compact=True)
+    dense_loss, dense_weights = steps("bf16", compact=False)
+    fp32_loss, fp32_weights = steps("fp32", compact=True)
+    assert compact_loss == dense_loss
+    assert all(torch.equal(compact_weights[k], dense_weights[k]) for k in dense_weights)
+    assert isinstance(realign_encoder.model.get_input_embeddings(), torch.nn.Embedding)
+    # The first step starts from the same weights, batch and dropout draws in both precisions:
+    # only rounding separates the losses (bf16 keeps 8 significant bits, relative 2^-9 per value).
+    assert compact_loss[0] != fp32_loss[0]
+    assert abs(compact_loss[0] - fp32_loss[0]) < 1e-3 * fp32_loss[0], (compact_loss[0], fp32_loss[0])
+    assert any(not torch.equal(compact_weights[k], fp32_weights[k]) for k in fp32_weights)
