@@ -39,9 +39,10 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from . import languages
-from .errors import LayerscopeError
-from .tables import numeric_column, read_user_csv
+from .. import outputs, provenance
+from ..corpora import languages
+from ..corpora.tables import numeric_column, read_user_csv
+from ..errors import LayerscopeError
 
 log = logging.getLogger(__name__)
 
@@ -201,10 +202,9 @@ class GainsResult:
     def paper_table(self) -> str:
         return format_paper_table(self)
 
-    def write(self, directory: str | Path, *, figures: bool = True, settings: dict[str, Any] | None = None) -> list[Path]:
-        """Write gains.csv, averages.csv, counts.csv, table.txt, gains.json and the heatmap."""
-        from . import outputs, provenance
-
+    def write(self, directory: str | Path, *, settings: dict[str, Any] | None = None) -> list[Path]:
+        """Write gains.csv, averages.csv, counts.csv, table.txt and gains.json (the heatmap is drawn
+        by the gains job, :class:`layerscope.gains.GainsReport`)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         written = []
@@ -218,10 +218,6 @@ class GainsResult:
                 "sources": self.sources, "notes": self.notes, "versions": provenance.versions(),
                 **(settings or {})}
         written.append(outputs.atomic_write_json(directory / "gains.json", meta))
-        if figures:
-            from .plots.regression import gains_heatmap, save_figure
-
-            written += save_figure(gains_heatmap(self), directory / "figures", "gains_heatmap")
         return written
 
 
@@ -474,10 +470,3 @@ def format_paper_table(result: GainsResult) -> str:
     if result.notes:
         text += "\n" + "\n".join(f"note: {n}" for n in result.notes)
     return text
-
-
-# ``layerscope.gains(...)`` is the public name of compute_gains; the submodule of the same name
-# shadows the package attribute once imported, so the module itself is made callable.
-from ._callable import make_callable  # noqa: E402
-
-make_callable(__name__, compute_gains)
