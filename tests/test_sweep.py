@@ -337,8 +337,8 @@ def test_alignfreeze_study_covers_the_published_grid():
 def tiny_checkpoint(tmp_path_factory) -> Path:
     from conftest import make_encoder
 
-    from layerscope.checkpoint import save_checkpoint
-    from layerscope.encoder import checkpoint_from_encoder
+    from layerscope.models import save_checkpoint
+    from layerscope.models import checkpoint_from_encoder
 
     texts = []
     for path in sorted(FIXTURES.rglob("*")):

@@ -74,11 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
 
     from layerscope import outputs
-    from layerscope.checkpoint import save_checkpoint
+    from layerscope.models import save_checkpoint
     from layerscope.compare import compare
-    from layerscope.encoder import checkpoint_from_encoder, load_encoder
-    from layerscope.plots.heatmaps import save_figure
-    from layerscope.plots.policies import fixed_layers, policies_figure, policy_profile
+    from layerscope.models import checkpoint_from_encoder, load_encoder
+    from layerscope.show.heatmaps import save_figure
+    from layerscope.show.policies import fixed_layers, policies_figure, policy_profile
     from layerscope.provenance import versions
     from layerscope.realign import realign
 
