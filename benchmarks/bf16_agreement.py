@@ -45,9 +45,9 @@ PRECISIONS = ("fp32", "bf16")
 
 def probe_agreement(encoder, corpus, *, bootstrap: int, seed: int) -> dict:
     """Max |Δ| of retrieval and debiased CKA over languages × layers, and the metrics' noise."""
-    from layerscope import similarity
-    from layerscope.activations import extract
-    from layerscope.probes import wilson_interval
+    import layerscope.probes as similarity
+    from layerscope.probes import extract
+    from layerscope.stats.intervals import wilson_interval
 
     pivot_side = next(iter(corpus.pivot_sentences.values()))
     stacks: dict[str, dict[str, torch.Tensor]] = {p: {} for p in PRECISIONS}
@@ -212,7 +212,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     from layerscope.corpora import read_corpus
-    from layerscope.encoder import load_encoder
+    from layerscope.models import load_encoder
     from layerscope.precision import cpu_has_native_bf16
 
     data = require_data_dir("flores200/devtest", "ud/pud", "ud/en_ewt")

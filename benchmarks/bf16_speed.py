@@ -4,7 +4,7 @@ Model: multilingual-e5-small (``--model``, default e5-small). Each job is timed 
 precisions in one run, interleaved (fp32, bf16, bf16, fp32, ...) over ``--repeats`` rounds, so
 that a busy machine slows both alike; the table shows the median seconds and their ratio.
 
-- extraction: :func:`layerscope.activations.extract` (every layer, mean-pooled, float32 out)
+- extraction: :func:`layerscope.probes.extract` (every layer, mean-pooled, float32 out)
   of the first ``--sentences`` English FLORES-200 devtest sentences;
 - realignment step: one :meth:`layerscope.realign.Realigner.train_step` inside the optimiser's
   sparse-gradient context, as :meth:`~layerscope.realign.Realigner.run` takes it (batch of 16 sentence
@@ -59,7 +59,7 @@ def interleaved(job, repeats: int) -> dict[str, float]:
 
 
 def time_extraction(encoder, sentences: list[str], repeats: int) -> dict[str, float]:
-    from layerscope.activations import extract
+    from layerscope.probes import extract
 
     return interleaved(lambda p: extract(encoder, sentences, lang="en", precision=p), repeats)
 
@@ -69,7 +69,7 @@ def time_realign_step(encoder, data: Path, *, freeze: str, sentences: int, repea
     between steps; the steps keep training the same weights, which does not change their cost."""
     from layerscope import optim
     from layerscope.corpora import read_corpus
-    from layerscope.encoder import apply_freeze, parse_freeze_policy, unfreeze_all
+    from layerscope.models import apply_freeze, parse_freeze_policy, unfreeze_all
     from layerscope.realign import Realigner
     from layerscope.realign.data import extract_pairs
     from layerscope.realign.pairs import pair_source
@@ -142,7 +142,7 @@ def main() -> None:
         args.sentences, args.repeats, args.ft_steps = 64, 2, 2
     set_threads(args.threads)
 
-    from layerscope.encoder import load_encoder
+    from layerscope.models import load_encoder
     from layerscope.precision import cpu_has_native_bf16
 
     data = require_data_dir("flores200/devtest", "muse", "ud/en_ewt")

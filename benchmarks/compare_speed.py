@@ -36,9 +36,9 @@ sys.path.insert(0, str(ROOT))
 def build_checkpoints(corpus, directory: Path, *, layers: int, width: int, heads: int) -> tuple[Path, Path]:
     from transformers import AutoModel
 
-    from layerscope.checkpoint import save_checkpoint, state_dict_hash
-    from layerscope.encoder import _finish, checkpoint_from_encoder
-    from layerscope.toymodels import tiny_config, train_tokenizer
+    from layerscope.models import save_checkpoint, state_dict_hash
+    from layerscope.models.encoder import _finish, checkpoint_from_encoder
+    from layerscope.models.toymodels import tiny_config, train_tokenizer
 
     texts = list(next(iter(corpus.pivot_sentences.values())))
     for sentences in corpus.targets.values():
@@ -61,8 +61,8 @@ def build_checkpoints(corpus, directory: Path, *, layers: int, width: int, heads
 
 def bare_forward_seconds(checkpoints, corpus, *, max_tokens: int, max_length: int) -> float:
     """Both models' forward passes with all hidden states, same batches as extraction, nothing else."""
-    from layerscope.activations import forward_layers, length_sorted_batches, tokenize
-    from layerscope.encoder import load_encoder
+    from layerscope.probes.activations import forward_layers, length_sorted_batches, tokenize
+    from layerscope.models import load_encoder
 
     sides = [next(iter(corpus.pivot_sentences.values()))] + list(corpus.targets.values())
     total = 0.0

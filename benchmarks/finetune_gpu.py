@@ -59,8 +59,8 @@ def build_encoder(layers: int, width: int, heads: int, vocab: int, device: str):
     import torch
     from transformers import AutoModel, BertConfig
 
-    from layerscope.encoder import _finish
-    from layerscope.toymodels import train_tokenizer
+    from layerscope.models.encoder import _finish
+    from layerscope.models.toymodels import train_tokenizer
 
     config = BertConfig(vocab_size=vocab, hidden_size=width, num_hidden_layers=layers, num_attention_heads=heads,
                         intermediate_size=4 * width, max_position_embeddings=512, pad_token_id=0)

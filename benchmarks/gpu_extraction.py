@@ -1,7 +1,7 @@
 """Extraction throughput on a GPU: sentences/s in fp32 and bf16, and the share of matmul peak.
 
 For a BERT-base-shaped model (12 × 768, random weights) over FLORES sentences, times
-``layerscope.activations.extract`` (length-sorted batches, all hidden states, mean pooling) in
+``layerscope.probes.extract`` (length-sorted batches, all hidden states, mean pooling) in
 each precision, and compares the model's matmul FLOP/s with what a large square matmul reaches
 on the same device in the same precision (the practical peak).
 
@@ -63,8 +63,8 @@ def main() -> None:
     parser.add_argument("--matmul-size", type=int, default=8192)
     args = parser.parse_args()
     from layerscope import progress
-    from layerscope.activations import extract, tokenize
-    from layerscope.encoder import load_encoder
+    from layerscope.probes.activations import extract, tokenize
+    from layerscope.models import load_encoder
 
     torch.backends.cuda.matmul.allow_tf32 = False
     progress.set_enabled(False)

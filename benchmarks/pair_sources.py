@@ -31,14 +31,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _data import require_data_dir  # noqa: E402
-from layerscope import languages  # noqa: E402
-from layerscope.realign.pairs import (  # noqa: E402
-    DictionarySource,
-    EflomalSource,
-    EmbeddingSource,
-    alignment_scores,
-    finalize_links,
-)
+from layerscope.corpora import languages  # noqa: E402
+from layerscope.realign.links import alignment_scores, finalize_links
+from layerscope.realign.pairs import DictionarySource, EflomalSource, EmbeddingSource
 from layerscope.realign.words import Words, split_words, words_from_tokens  # noqa: E402
 
 AWESOME = {"enfr": ("en", "fr", False), "jaen": ("ja", "en", True), "roen": ("ro", "en", True),
@@ -118,7 +113,7 @@ def evaluate(sets: dict, args) -> list[dict]:
         have_eflomal = False
     encoders = []
     for spec in args.model:
-        from layerscope.encoder import load_encoder
+        from layerscope.models import load_encoder
 
         encoder = load_encoder(spec)
         known = set(encoder.checkpoint_meta.get("languages") or encoder.checkpoint_meta.get("recipe_languages") or [])

@@ -20,7 +20,7 @@ encoded once per pair), an L×L matrix per pair. What it computes (read from its
   shipped float32 result can be off in the second decimal, hence the float64 run below);
 * minibatches: HSIC(K,L), HSIC(K,K), HSIC(L,L) averaged over batches with equal weights, CKA =
   mean HSIC(K,L) / sqrt(mean HSIC(K,K) · mean HSIC(L,L)) — minibatch CKA of Nguyen et al.
-  This is exactly :class:`layerscope.similarity.MinibatchCKA` (which sums instead of averaging;
+  This is exactly :class:`layerscope.probes.MinibatchCKA` (which sums instead of averaging;
   the ratio is the same).
 * model1 and model2 must be two different module objects: its hooks are keyed by the model
   they were registered for, and one module registered twice writes both feature dicts on every
@@ -218,7 +218,7 @@ def torch_cka_float64(en, x) -> torch.Tensor:
 
 def layerscope_minibatch(en: list[list[torch.Tensor]], x: list[list[torch.Tensor]]) -> torch.Tensor:
     """layerscope's MinibatchCKA on the same token features, batch by batch."""
-    from layerscope.similarity import MinibatchCKA
+    from layerscope.probes import MinibatchCKA
 
     mb = MinibatchCKA(len(en[0]), len(x[0]))
     for batch_a, batch_b in zip(en, x):
@@ -247,8 +247,8 @@ def shared_model_pitfall(tokenizer, pivot, target) -> float:
 
 def run_layerscope(encoder, corpus, *, max_length: int):
     """Extraction (English once) + debiased CKA matrix of the blocks per pair."""
-    from layerscope.activations import extract_corpus
-    from layerscope.similarity import cka_matrix
+    from layerscope.probes import extract_corpus
+    from layerscope.probes import cka_matrix
 
     start = clock()
     pivots, targets = extract_corpus(encoder, corpus, max_length=max_length)
@@ -259,7 +259,7 @@ def run_layerscope(encoder, corpus, *, max_length: int):
 
 
 def layerscope_metric_stage(pivots, targets, langs, repeats: int = 5) -> np.ndarray:
-    from layerscope.similarity import cka_matrix, cka_per_layer
+    from layerscope.probes import cka_matrix, cka_per_layer
 
     best = None
     for _ in range(repeats):
@@ -299,7 +299,7 @@ def main() -> None:
     import torch_cka
 
     from layerscope import progress
-    from layerscope.encoder import load_encoder
+    from layerscope.models import load_encoder
 
     progress.set_enabled(False)
     corpus = read_flores(args.sentences, args.langs)

@@ -41,10 +41,10 @@ def pretrain(data: Path, *, steps: int, seed: int, width: int, layers: int, voca
     import torch
     from transformers import AutoModel
 
-    from layerscope.checkpoint import state_dict_hash
-    from layerscope.encoder import _finish
-    from layerscope.pretrain import pretrain_mlm
-    from layerscope.toymodels import tiny_config, train_tokenizer
+    from layerscope.models import state_dict_hash
+    from layerscope.models.encoder import _finish
+    from layerscope.models.pretrain import pretrain_mlm
+    from layerscope.models.toymodels import tiny_config, train_tokenizer
 
     texts: list[str] = []
     for code in FLORES.values():

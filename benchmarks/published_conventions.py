@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=3000)
     parser.add_argument("--langs", default=",".join(LANGS))
     args = parser.parse_args()
-    from layerscope.encoder import load_encoder
+    from layerscope.models import load_encoder
 
     data = require_data_dir("tatoeba_challenge", "muse")
     tokenizer = load_encoder(args.tokenizer).tokenizer

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _data import require_data_dir  # noqa: E402
 import torch  # noqa: E402
 
-from layerscope import languages  # noqa: E402
+from layerscope.corpora import languages  # noqa: E402
 from layerscope.corpora import ParallelCorpus, read_corpus  # noqa: E402
 
 DEFAULT_LANGS = "de,fr,es,ru,ar,zh,ja"
@@ -76,10 +76,10 @@ def unseen_tatoeba(root: Path, langs: list[str], seen: set[str]) -> ParallelCorp
 def pretrain(texts: list[str], *, vocab_size: int, layers: int, width: int, steps: int, batch_size: int,
              lr: float, seed: int):
     """MLM pretraining; the output layer is applied to masked positions only (cheap on CPU)."""
-    from layerscope.checkpoint import state_dict_hash
-    from layerscope.encoder import _finish
-    from layerscope.pretrain import as_base_model, pretrain_mlm
-    from layerscope.toymodels import tiny_config, train_tokenizer
+    from layerscope.models import state_dict_hash
+    from layerscope.models.encoder import _finish
+    from layerscope.models.pretrain import as_base_model, pretrain_mlm
+    from layerscope.models.toymodels import tiny_config, train_tokenizer
 
     tokenizer = train_tokenizer(texts, arch="bert", vocab_size=vocab_size)
     config = tiny_config("bert", len(tokenizer), layers=layers, width=width, heads=4, max_positions=128,
@@ -96,8 +96,8 @@ def pretrain(texts: list[str], *, vocab_size: int, layers: int, width: int, step
 def sentence_retrieval(encoder, corpus: ParallelCorpus) -> dict[str, dict[str, list[float]]]:
     """Per language, retrieval accuracy (mean of both directions) at every layer, plain and
     with per-language mean-centering."""
-    from layerscope.activations import extract
-    from layerscope.similarity import retrieval_per_layer
+    from layerscope.probes import extract
+    from layerscope.probes import retrieval_per_layer
 
     pivots: dict[int, object] = {}
     out = {}
@@ -130,7 +130,7 @@ def word_pairs_in(corpus: ParallelCorpus, muse: Path):
 def word_vectors(encoder, sentences, indices_per_sentence, max_length=128, batch=32):
     """Vectors (L+1, N, d) of the first sub-token of the given words, in context, and a mask
     (N,) of the words that survived truncation (other rows are zero)."""
-    from layerscope.activations import forward_layers
+    from layerscope.probes.activations import forward_layers
     from layerscope.realign.words import encode_words
 
     encoded = encode_words(encoder.tokenizer, sentences, max_length)
@@ -224,8 +224,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     timings = {}
 
-    from layerscope.checkpoint import save_checkpoint
-    from layerscope.encoder import checkpoint_from_encoder, load_encoder
+    from layerscope.models import save_checkpoint
+    from layerscope.models import checkpoint_from_encoder, load_encoder
     from layerscope.realign import realign
 
     start = time.perf_counter()

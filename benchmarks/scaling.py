@@ -60,7 +60,7 @@ def measure(mode: str, n: int, layers: int, width: int, batch: int, seed: int) -
     """Run one measurement in this process and return time and peak memory above the baseline."""
     import torch
 
-    from layerscope.similarity import MinibatchCKA, cka_per_layer
+    from layerscope.probes import MinibatchCKA, cka_per_layer
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     baseline = max_rss_mib()
@@ -117,7 +117,7 @@ def agreement(width: int, seed: int) -> tuple[float, float]:
     """(streaming vs explicit-Gram reference, one-batch streaming vs full): max abs differences."""
     import torch
 
-    from layerscope.similarity import MinibatchCKA, cka_per_layer
+    from layerscope.probes import MinibatchCKA, cka_per_layer
 
     n, layers, batch = 2000, 4, 250
     streamed = MinibatchCKA(layers, layers)

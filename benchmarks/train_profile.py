@@ -19,7 +19,7 @@ import torch  # noqa: E402
 from pyinstrument import Profiler  # noqa: E402
 from train_speed import SAMPLE, sample_corpus, tagging_data  # noqa: E402
 
-from layerscope.encoder import load_encoder  # noqa: E402
+from layerscope.models import load_encoder  # noqa: E402
 from layerscope.realign import realign  # noqa: E402
 from layerscope.tasks import TaskModel, TrainSettings, train_task  # noqa: E402
 

@@ -38,7 +38,7 @@ import torch  # noqa: E402
 
 from layerscope import optim  # noqa: E402
 from layerscope.corpora import ParallelCorpus  # noqa: E402
-from layerscope.encoder import load_encoder  # noqa: E402
+from layerscope.models import load_encoder  # noqa: E402
 from layerscope.realign import realign  # noqa: E402
 from layerscope.tasks import TaggedSentence, TaskModel, TrainSettings, train_task  # noqa: E402
 from layerscope.tasks.features import encode_tagging  # noqa: E402

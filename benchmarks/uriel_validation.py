@@ -1,4 +1,4 @@
-"""Validate layerscope.typology against published full-precision URIEL distances.
+"""Validate layerscope.stats.typology against published full-precision URIEL distances.
 
 Reference: ``uriel_reference/langrank_el.csv`` (477 language pairs of the LangRank study, with
 URIEL's genetic, syntactic, featural, phonological, inventory and geographic distances at four
@@ -35,7 +35,7 @@ from scipy.stats import spearmanr
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from layerscope import typology  # noqa: E402
+from layerscope.stats import typology  # noqa: E402
 from _data import find_data_dir  # noqa: E402
 
 KINDS = ("syntactic", "phonological", "inventory", "featural", "genetic", "geographic")

@@ -18,9 +18,11 @@ from typing import Any, Sequence
 import pandas as pd
 import torch
 
-from . import languages, noise, probes
+from .corpora import languages
 from .errors import LayerscopeError
 from .precision import check_precision, resolve_precision
+from .probes import table as probes
+from .stats import noise
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +71,7 @@ def _verdict_text(judged: pd.DataFrame, top: int) -> tuple[str, set[int]]:
 
 def summarize(metrics: pd.DataFrame, *, pivot: str, metric: str = "retrieval") -> str:
     """Per language, the layers where realignment changed cross-lingual alignment most, naming a
-    change only when it is beyond noise (:mod:`layerscope.noise`); otherwise "within noise"."""
+    change only when it is beyond noise (:mod:`layerscope.stats.noise`); otherwise "within noise"."""
     judged = noise.judge_deltas(metrics, metric)
     cka = noise.judge_deltas(metrics, "cka")
     last = int(metrics["layer"].max())
@@ -136,7 +138,7 @@ def compare(
     Parameters
     ----------
     base, realigned : checkpoints (``.pt``), HF directories, hub ids, ``.safetensors`` or bare
-        state_dicts (with ``model``), or already loaded :class:`~layerscope.encoder.Encoder`.
+        state_dicts (with ``model``), or already loaded :class:`~layerscope.models.Encoder`.
     corpus : a corpus spec (``flores:DIR``, ``tatoeba:DIR``, ``pud:DIR``, ``tsv:FILE``,
         ``sample``) or a :class:`~layerscope.corpora.ParallelCorpus`.
     langs : target languages (default: every language of the corpus but the pivot).
@@ -151,9 +153,9 @@ def compare(
     ci_high), the ``run`` provenance dict and a printable ``summary``.
     """
     from . import outputs
-    from .activations import check_pool, extract_corpus, resolve_device
-    from .corpora import ParallelCorpus, read_corpus
-    from .encoder import Encoder, check_compatible, load_encoder
+    from .probes.activations import check_pool, extract_corpus, resolve_device
+    from .corpora.parallel import ParallelCorpus, read_corpus
+    from .models.encoder import Encoder, check_compatible, load_encoder
 
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -264,7 +266,8 @@ def compare(
 
 def _default_regression(table: pd.DataFrame, *, pivot: str, target: str, seed: int, required: bool):
     try:
-        from .regression import MIN_LANGUAGES, regress_run_metrics
+        from .stats.regression import MIN_LANGUAGES
+        from .regression import regress_run_metrics
     except ImportError:  # pragma: no cover - regression ships with the package
         return None
     n_langs = table[table["model"] == "delta"]["lang"].nunique()
@@ -305,7 +308,7 @@ def _write_run(result: CompareResult, output_dir: Path, *, force: bool, figures:
             timings_s={k: round(v, 3) for k, v in timings.items()},
         )
         outputs.atomic_write_json(staging / "run.json", result.run)
-        from .report import write_report
+        from .show.report import write_report
 
         write_report(staging, name=output_dir.name)
     result.output_dir = output_dir
@@ -313,7 +316,7 @@ def _write_run(result: CompareResult, output_dir: Path, *, force: bool, figures:
 
 
 def write_figures(table: pd.DataFrame, directory: Path, *, pivot: str, order: str = "family") -> list[Path]:
-    from .plots import heatmaps
+    from .show import heatmaps
 
     paths: list[Path] = []
     present = set(table["metric"])

@@ -77,11 +77,11 @@ class DemoResult:
 
 def build_toy_base(settings: DemoSettings):
     """Tokenizer trained on the embedded corpus and a briefly MLM-pretrained tiny BERT (an Encoder)."""
-    from .checkpoint import state_dict_hash
-    from .corpora import read_corpus
-    from .encoder import _finish
-    from .pretrain import as_base_model, pretrain_mlm
-    from .toymodels import tiny_config, train_tokenizer
+    from .models.checkpoint import state_dict_hash
+    from .corpora.parallel import read_corpus
+    from .models.encoder import _finish
+    from .models.pretrain import as_base_model, pretrain_mlm
+    from .models.toymodels import tiny_config, train_tokenizer
 
     corpus = read_corpus("sample")
     texts = list(corpus.pivot_sentences[corpus.languages[0]])
@@ -145,10 +145,10 @@ def run_demo(output_dir: str | Path = "layerscope-demo", *, force: bool = False,
              settings: DemoSettings = DemoSettings(), command: list[str] | None = None) -> DemoResult:
     """Run the demo into ``output_dir``: checkpoints and one compare run per freeze policy."""
     from . import outputs
-    from .checkpoint import save_checkpoint
+    from .models.checkpoint import save_checkpoint
     from .compare import compare
-    from .corpora import read_corpus
-    from .encoder import checkpoint_from_encoder
+    from .corpora.parallel import read_corpus
+    from .models.encoder import checkpoint_from_encoder
     from .provenance import versions
     from .realign import realign
 

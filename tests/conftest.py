@@ -161,9 +161,9 @@ def synthetic_tsv(tmp_path_factory) -> Path:
 
 
 def make_encoder(arch: str = "bert", *, layers: int = 4, width: int = 32, seed: int = 0, texts=None):
-    from layerscope.encoder import _finish
-    from layerscope.checkpoint import state_dict_hash
-    from layerscope.toymodels import build_tiny
+    from layerscope.models.encoder import _finish
+    from layerscope.models import state_dict_hash
+    from layerscope.models.toymodels import build_tiny
 
     if texts is None:
         columns = synthetic_parallel()
@@ -178,8 +178,8 @@ def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
     """base.pt and perturbed.pt (blocks 2-3 changed) of one tiny BERT, and other.pt (GPT-2)."""
     import torch
 
-    from layerscope.checkpoint import save_checkpoint
-    from layerscope.encoder import checkpoint_from_encoder
+    from layerscope.models import save_checkpoint
+    from layerscope.models import checkpoint_from_encoder
 
     directory = tmp_path_factory.mktemp("ckpt")
     encoder = make_encoder("bert")

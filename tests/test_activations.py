@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from layerscope import activations
-from layerscope.activations import extract, extract_corpus, length_sorted_batches, pool_mean
 from layerscope.corpora import read_corpus
+from layerscope.probes import activations
+from layerscope.probes.activations import extract, extract_corpus, length_sorted_batches, pool_mean
 
 from conftest import make_encoder, synthetic_parallel
 

@@ -113,8 +113,8 @@ class World:
 def world(tmp_path_factory) -> World:
     import transformers.utils.logging as hf_logging
 
-    from layerscope.checkpoint import save_checkpoint
-    from layerscope.encoder import checkpoint_from_encoder
+    from layerscope.models import save_checkpoint
+    from layerscope.models import checkpoint_from_encoder
 
     # Loading an HF directory draws a progress bar unless transformers was imported after
     # `layerscope -q` set its environment; in one test process it was imported long before.
@@ -163,7 +163,7 @@ def _payloads(marker: Path) -> dict[str, _Payload]:
 
 
 def _good_payload(w: World) -> dict:
-    from layerscope.encoder import checkpoint_from_encoder
+    from layerscope.models import checkpoint_from_encoder
 
     payload = checkpoint_from_encoder(w.encoder, meta={"name": "variant"}).to_payload()
     payload["state_dict"] = {k: v.clone() for k, v in payload["state_dict"].items()}
@@ -380,8 +380,8 @@ def test_pickle_payload_refused_by_the_real_command_line(world, bad_checkpoints,
 def test_compare_never_puts_nan_into_metrics(world, case, tmp_path, capsys):
     """Finite weights whose activations overflow, and a model of another depth: refused, with no
     metrics.csv (NaN is never written as a metric)."""
-    from layerscope.checkpoint import save_checkpoint
-    from layerscope.encoder import checkpoint_from_encoder
+    from layerscope.models import save_checkpoint
+    from layerscope.models import checkpoint_from_encoder
 
     other = tmp_path / f"{case}.pt"
     if case == "overflowing-weights":
@@ -1145,7 +1145,8 @@ def _csv_lines() -> st.SearchStrategy[bytes]:
 
 
 def _regression_metrics(path: Path) -> None:
-    from layerscope.regression import _read_csv, check_metrics_table, gains_from_metrics
+    from layerscope.regression import _read_csv
+    from layerscope.stats.targets import check_metrics_table, gains_from_metrics
 
     frame = check_metrics_table(_read_csv(path), path)
     for target in ("retrieval@last", "cka@mean", "retrieval@1"):
@@ -1153,9 +1154,10 @@ def _regression_metrics(path: Path) -> None:
 
 
 def _results_readers() -> dict[str, Callable[[Path], object]]:
-    from layerscope import typology
-    from layerscope.gains import compute_gains, read_results
-    from layerscope.tables import read_user_csv
+    from layerscope.stats import typology
+    from layerscope.gains import compute_gains
+    from layerscope.stats.gains import read_results
+    from layerscope.corpora import read_user_csv
 
     return {
         "read_user_csv": lambda p: read_user_csv(p, what="results file"),

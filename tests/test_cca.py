@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from layerscope import cca
 from layerscope.errors import LayerscopeError
+from layerscope.probes import cca
 
 # ----------------------------------------------------------------------------- reference
 

@@ -7,9 +7,9 @@ import pickle
 import pytest
 import torch
 
-from layerscope.checkpoint import load_checkpoint, read_weights_file, save_checkpoint, state_dict_hash
-from layerscope.encoder import checkpoint_from_encoder, load_encoder
 from layerscope.errors import LayerscopeError
+from layerscope.models import checkpoint_from_encoder, load_encoder
+from layerscope.models.checkpoint import load_checkpoint, read_weights_file, save_checkpoint, state_dict_hash
 
 from conftest import make_encoder
 

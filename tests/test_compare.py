@@ -161,8 +161,8 @@ def test_python_api_returns_the_tables(tiny_checkpoints, synthetic_tsv):
 def test_flores_compare_on_demo_model(shared_data, tmp_path):
     """The demo's base model against a realigned copy on real FLORES sentences, 10+ languages."""
     from layerscope.demo import DemoSettings, build_base
-    from layerscope.encoder import checkpoint_from_encoder
-    from layerscope.checkpoint import save_checkpoint
+    from layerscope.models import checkpoint_from_encoder
+    from layerscope.models import save_checkpoint
     import torch
 
     base = build_base(DemoSettings(pretrain_steps=20, width=32, vocab_size=2000))

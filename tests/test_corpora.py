@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from layerscope import languages
+from layerscope.corpora import languages
 from layerscope.corpora import read_corpus
 from layerscope.errors import LayerscopeError
 

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from layerscope.checkpoint import load_checkpoint
 from layerscope.cli import main
+from layerscope.models import load_checkpoint
 
 
 def test_quick_demo_end_to_end(tmp_path, capsys):

@@ -66,9 +66,9 @@ def base(tmp_path_factory):
     """A tiny BERT without dropout (so that processes draw no different masks) and its checkpoint."""
     from transformers import AutoModel
 
-    from layerscope.checkpoint import save_checkpoint
-    from layerscope.encoder import _finish, checkpoint_from_encoder
-    from layerscope.toymodels import tiny_config, train_tokenizer
+    from layerscope.models import save_checkpoint
+    from layerscope.models.encoder import _finish, checkpoint_from_encoder
+    from layerscope.models.toymodels import tiny_config, train_tokenizer
 
     texts = []
     for path in sorted(FIXTURES.rglob("*")):

@@ -148,7 +148,7 @@ def reference_dir(shared_models, tmp_path_factory) -> Path:
 def test_weights_and_config_equal_the_reference(e5_small_base, reference_dir):
     from safetensors.torch import load_file
 
-    from layerscope.checkpoint import load_checkpoint
+    from layerscope.models import load_checkpoint
 
     ckpt = load_checkpoint(e5_small_base)
     reference = load_file(str(reference_dir / "model.safetensors"))
@@ -175,8 +175,8 @@ def test_weights_and_config_equal_the_reference(e5_small_base, reference_dir):
 def test_tokenizer_equals_the_reference_on_every_flores_sentence(e5_small_base, reference_dir, shared_data):
     from tokenizers import Tokenizer
 
-    from layerscope.checkpoint import load_checkpoint
-    from layerscope.encoder import encoder_from_checkpoint
+    from layerscope.models import load_checkpoint
+    from layerscope.models.encoder import encoder_from_checkpoint
 
     ckpt = load_checkpoint(e5_small_base)
     ours = Tokenizer.from_str(ckpt.tokenizer_json)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from layerscope.encoder import apply_freeze, find_blocks, group_parameters, parse_freeze_policy
 from layerscope.errors import LayerscopeError
+from layerscope.models import apply_freeze, parse_freeze_policy
+from layerscope.models.encoder import find_blocks, group_parameters
 
 from conftest import make_encoder
 
@@ -55,7 +56,7 @@ def test_generic_fallback_finds_longest_uniform_modulelist():
 @pytest.mark.parametrize("arch", ["bert", "gpt2"])
 def test_layer_i_is_output_of_block_i(arch):
     """Layer 0 = embedding output, layer i = raw output of block i (no final norm)."""
-    from layerscope.activations import forward_layers
+    from layerscope.probes.activations import forward_layers
 
     encoder = make_encoder(arch, layers=3)
     batch = encoder.tokenizer(["ew1x ew2x ew3x"], return_tensors="pt")
@@ -123,7 +124,7 @@ def test_incompatible_checkpoints_are_refused(tiny_checkpoints, synthetic_tsv):
 
 def test_bert_tokenizer_training_is_deterministic():
     """The demo's tokenizer (and so its checkpoints) must not depend on hash-map order."""
-    from layerscope.toymodels import train_tokenizer
+    from layerscope.models.toymodels import train_tokenizer
 
     from conftest import synthetic_parallel
 

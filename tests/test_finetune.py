@@ -36,8 +36,8 @@ def base(tmp_path_factory):
     """A tiny BERT whose tokenizer knows the fixture texts, and its checkpoint file."""
     from conftest import make_encoder
 
-    from layerscope.checkpoint import save_checkpoint
-    from layerscope.encoder import checkpoint_from_encoder
+    from layerscope.models import save_checkpoint
+    from layerscope.models import checkpoint_from_encoder
 
     texts = []
     for path in sorted(FIXTURES.rglob("*")):

@@ -12,7 +12,8 @@ import pytest
 
 from layerscope.cli import main
 from layerscope.errors import LayerscopeError
-from layerscope.gains import compute_gains, read_results, wide_metrics
+from layerscope.gains import compute_gains
+from layerscope.stats.gains import read_results, wide_metrics
 
 FIXTURES = Path(__file__).parent / "fixtures" / "gains"
 WIDE = FIXTURES / "wide_small.csv"
@@ -220,11 +221,11 @@ def test_public_api_names():
     result = layerscope.gains(WIDE, methods="m1")  # the package-level name calls compute_gains
     assert result.counts.iloc[0][["below", "within", "above"]].tolist() == [1, 2, 1]  # published convention
     assert layerscope.regress.__module__ == "layerscope.regression"
-    assert layerscope.distances.__module__ == "layerscope.typology"
+    assert layerscope.distances.__module__ == "layerscope.stats.typology"
 
 
 def test_shorten_labels_cuts_shared_affixes_at_delimiters():
-    from layerscope.gains import shorten_labels
+    from layerscope.stats.gains import shorten_labels
 
     assert shorten_labels(["freeze_realign_unfreeze_dico", "freeze_realign_unfreeze_awesome"]) == {
         "freeze_realign_unfreeze_dico": "dico", "freeze_realign_unfreeze_awesome": "awesome"}
@@ -238,7 +239,7 @@ def test_tidy_file_with_several_metrics_picks_one(tmp_path):
     """NER and QA write several metrics per language; f1 is preferred, --metric chooses."""
     import pandas as pd
 
-    from layerscope.gains import read_results
+    from layerscope.stats.gains import read_results
 
     rows = []
     for seed in (1, 2):

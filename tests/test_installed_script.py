@@ -86,9 +86,9 @@ def sample_checkpoints(tmp_path_factory) -> dict[str, Path]:
     """A tiny BERT whose tokenizer knows the embedded corpus, and a copy with its top block moved."""
     import torch
 
-    from layerscope.checkpoint import save_checkpoint
+    from layerscope.models import save_checkpoint
     from layerscope.corpora import read_corpus
-    from layerscope.encoder import checkpoint_from_encoder
+    from layerscope.models import checkpoint_from_encoder
 
     corpus = read_corpus("sample")
     texts = list(corpus.pivot_sentences[corpus.languages[0]]) + [s for ss in corpus.targets.values() for s in ss]

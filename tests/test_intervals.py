@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from layerscope.intervals import effective_trials, paired_bootstrap_interval, two_direction_interval
+from layerscope.stats.intervals import effective_trials, paired_bootstrap_interval, two_direction_interval
 
 Z = 1.959963984540054
 
@@ -91,7 +91,7 @@ def test_paired_bootstrap_is_seeded_and_centred():
 
 
 def _stacks(seed: int, n: int = 40, d: int = 6, layers: int = 3, noise: float = 1.0):
-    from layerscope.activations import LayerStack
+    from layerscope.probes import LayerStack
 
     g = torch.Generator().manual_seed(seed)
     a = torch.randn(layers, n, d, generator=g)
@@ -100,7 +100,8 @@ def _stacks(seed: int, n: int = 40, d: int = 6, layers: int = 3, noise: float = 
 
 
 def test_probe_rows_chance_level_shuffled_spread_and_intervals():
-    from layerscope import probes, similarity
+    import layerscope.probes as similarity
+    from layerscope.probes import table as probes
 
     pivot, target = _stacks(0)
     settings = probes.ProbeSettings(metrics=("cka", "retrieval"), shuffles=4, seed=11)
@@ -122,7 +123,7 @@ def test_probe_rows_chance_level_shuffled_spread_and_intervals():
 
 
 def test_delta_rows_have_paired_intervals_for_retrieval_only():
-    from layerscope import probes
+    from layerscope.probes import table as probes
 
     pivot, target = _stacks(0)
     _, closer = _stacks(0, noise=0.6)  # the "realigned" target: translations nearer the pivot

@@ -12,7 +12,8 @@ import torch
 
 from layerscope import cli
 from layerscope.errors import LayerscopeError
-from layerscope.linear_probe import LinearProbe, bootstrap_interval, encode, probe
+from layerscope.probes.linear_probe import LinearProbe, bootstrap_interval, encode
+from layerscope.probing import probe
 
 from conftest import TASK_FIXTURES
 
@@ -28,8 +29,8 @@ def models(tmp_path_factory):
     """A tiny BERT knowing the fixture words, and a copy whose last block (only) is perturbed."""
     from conftest import make_encoder
 
-    from layerscope.checkpoint import save_checkpoint
-    from layerscope.encoder import checkpoint_from_encoder
+    from layerscope.models import save_checkpoint
+    from layerscope.models import checkpoint_from_encoder
 
     texts = []
     for path in sorted(TASK_FIXTURES.rglob("*")):
@@ -171,7 +172,7 @@ def test_cli_end_to_end_and_errors(models, tmp_path, capsys):
 
 
 def test_cache_gives_the_same_table_without_encoding_again(models, tmp_path, monkeypatch):
-    from layerscope import linear_probe
+    from layerscope.probes import linear_probe
 
     _, base, _ = models
     kwargs = dict(train=TRAIN, eval=EVAL, held_out=0.34, cs=(1.0,), bootstrap=20, device="cpu",

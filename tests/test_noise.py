@@ -1,4 +1,4 @@
-"""The summary names a change only when it is beyond noise (layerscope.noise, compare.summarize).
+"""The summary names a change only when it is beyond noise (layerscope.stats.noise, compare.summarize).
 
 Tables are built by hand: every value and interval below is chosen so the right verdict is
 known without running the code (an interval excluding 0 or not; |Δ| against a spread).
@@ -11,10 +11,10 @@ import math
 import pandas as pd
 import pytest
 
-from layerscope import noise
 from layerscope.compare import summarize
 from layerscope.probes import COLUMNS, delta_table
-from layerscope.report import _delta_table
+from layerscope.show.report import _delta_table
+from layerscope.stats import noise
 
 NAN = math.nan
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from layerscope import optim
-from layerscope.encoder import _finish
+from layerscope.models.encoder import _finish
 from layerscope.realign import realign
 from layerscope.tasks import TaskModel, TrainSettings, train_task
 
@@ -153,7 +153,7 @@ def test_falls_back_to_dense_where_not_exact(caplog):
 
 @pytest.fixture(scope="module")
 def tiny():
-    from layerscope.toymodels import build_tiny
+    from layerscope.models.toymodels import build_tiny
 
     out = {}
     for arch in ("bert", "xlm-roberta"):
@@ -223,7 +223,7 @@ def test_finetuning_equals_dense_adamw(dense):
 def test_during_schedule_equals_dense_adamw(dense):
     from test_tasks_train import realign_inputs
 
-    from layerscope.encoder import parse_freeze_policy
+    from layerscope.models import parse_freeze_policy
     from layerscope.realign import during_objective
     from layerscope.tasks.job import _realign_params
 
@@ -246,7 +246,7 @@ def test_during_schedule_equals_dense_adamw(dense):
 def test_early_stop_keeps_the_loss_and_gradients(tiny):
     """The loss at layer 2 of 4 with the forward pass stopped there equals, with its gradients,
     the loss read from a full forward pass (same dropout draws: the upper blocks draw last)."""
-    from layerscope.activations import capture_output
+    from layerscope.probes.activations import capture_output
     from layerscope.realign import train as train_module
 
     encoder = tiny["bert"]
@@ -293,7 +293,7 @@ def e5_dir(e5_small_base) -> Path:
 def test_real_model_realignment_and_finetuning_equal_dense(e5_dir, dense):
     """multilingual-e5-small (250,037 × 384 embeddings): 2 realignment steps and 2 fine-tuning
     steps with the touched-rows optimiser are torch.equal to the dense Adam / AdamW."""
-    from layerscope.encoder import load_encoder
+    from layerscope.models import load_encoder
 
     outcomes = []
     for _ in range(2):

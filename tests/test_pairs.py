@@ -78,7 +78,7 @@ def test_words_from_tokens():
 
 @pytest.fixture(scope="module")
 def tokenizers():
-    from layerscope.toymodels import train_tokenizer
+    from layerscope.models.toymodels import train_tokenizer
 
     texts = ["the cat sleeps on the mat", "le chat dort sur le tapis", "猫睡在垫子上", "hello world"] * 10
     return {arch: train_tokenizer(texts, arch=arch, vocab_size=200) for arch in ("bert", "xlm-roberta", "gpt2")}

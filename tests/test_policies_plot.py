@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from layerscope.plots.policies import fixed_layers, policies_figure, policy_profile
+from layerscope.show.policies import fixed_layers, policies_figure, policy_profile
 
 
 def _metrics(delta_scale: float) -> pd.DataFrame:

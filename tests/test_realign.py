@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from layerscope.corpora import ParallelCorpus
-from layerscope.encoder import _finish, load_encoder, parse_freeze_policy
 from layerscope.errors import LayerscopeError
+from layerscope.models import parse_freeze_policy
+from layerscope.models.encoder import _finish, load_encoder
 from layerscope.realign import (
     DictionarySource,
     RoundRobinSampler,
@@ -69,7 +70,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def models():
-    from layerscope.toymodels import build_tiny
+    from layerscope.models.toymodels import build_tiny
 
     texts = EN + FR + ZH
     out = {}
@@ -137,7 +138,7 @@ def test_lower_freezes_first_half_on_every_architecture(models, arch):
 
 
 def test_layer_definition_matches_activations(models):
-    from layerscope.activations import forward_layers
+    from layerscope.probes.activations import forward_layers
 
     for arch in ("bert", "gpt2"):
         encoder = models[arch]

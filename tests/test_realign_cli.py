@@ -26,9 +26,9 @@ DICTS = {
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from layerscope.checkpoint import save_checkpoint
-    from layerscope.encoder import _finish, checkpoint_from_encoder
-    from layerscope.toymodels import build_tiny
+    from layerscope.models import save_checkpoint
+    from layerscope.models.encoder import _finish, checkpoint_from_encoder
+    from layerscope.models.toymodels import build_tiny
 
     root = tmp_path_factory.mktemp("cli")
     model, tok = build_tiny("bert", EN + FR + ZH, layers=4, width=32, heads=2, vocab_size=300)

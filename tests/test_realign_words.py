@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from layerscope.encoder import _finish
 from layerscope.errors import LayerscopeError
+from layerscope.models.encoder import _finish
+from layerscope.models.toymodels import build_tiny, train_tokenizer
 from layerscope.realign import RealignmentHead, build_examples, collate, encode_words, realign, split_words
 from layerscope.realign.train import realignment_loss
-from layerscope.toymodels import build_tiny, train_tokenizer
 from test_realign import EN, FR, ZH, dictionary, make_corpus
 
 SPACE = "\u2581"
@@ -73,7 +73,7 @@ def test_wordpiece_tokenizers_are_unaffected():
 @pytest.fixture(scope="module")
 def e5_tokenizer(e5_small_base):
     """multilingual-e5-small's tokenizer, from ``layerscope snapshot e5-small`` (skipped without it)."""
-    from layerscope.encoder import load_encoder
+    from layerscope.models import load_encoder
 
     return load_encoder(e5_small_base).tokenizer
 

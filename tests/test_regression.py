@@ -19,20 +19,15 @@ import statsmodels.formula.api as smf
 from scipy.stats import spearmanr
 from statsmodels.stats.multitest import multipletests
 
-from layerscope import regression, typology
 from layerscope.cli import main
 from layerscope.errors import LayerscopeError
-from layerscope.regression import (
-    MIN_LANGUAGES,
-    MixedRegression,
-    OLSRegression,
-    fit_gain_regression,
-    gains_from_metrics,
-    parse_target,
-    permutation_indices,
-    regress,
-    regress_run_metrics,
-)
+from layerscope.regression import regress, regress_run_metrics
+from layerscope.stats import fitting, typology
+from layerscope.stats import targets as regression  # the module of Target
+from layerscope.stats.fitting import MixedRegression, OLSRegression
+from layerscope.stats.regression import MIN_LANGUAGES, fit_gain_regression
+from layerscope.stats.resampling import permutation_indices
+from layerscope.stats.targets import gains_from_metrics, parse_target
 
 # languages with syntactic, genetic and geographic data in lang2vec 1.1.2
 RUN_LANGS = ["fr", "de", "es", "it", "ru", "pl", "ja", "zh", "ar", "he", "hi", "fi", "hu", "tr", "ko", "vi", "th", "el"]
@@ -111,7 +106,7 @@ def test_vectorised_hc3_kernel_matches_statsmodels():
     data = synthetic(seed=4)
     X = sm.add_constant(data[["x1", "x2"]].to_numpy())
     y = data["gain"].to_numpy()
-    B, se, r2 = regression._ols_hc3(X, np.column_stack([y, y[::-1]]))
+    B, se, r2 = fitting._ols_hc3(X, np.column_stack([y, y[::-1]]))
     for j, target in enumerate([y, y[::-1]]):
         reference = sm.OLS(target, X).fit(cov_type="HC3")
         np.testing.assert_allclose(B[:, j], reference.params, rtol=1e-10)

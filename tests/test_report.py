@@ -10,7 +10,7 @@ import pytest
 
 from layerscope.cli import main
 from layerscope.errors import LayerscopeError
-from layerscope.report import build_report
+from layerscope.show.report import build_report
 
 
 @pytest.fixture(scope="module")

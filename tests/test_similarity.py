@@ -1,4 +1,4 @@
-"""Tests for layerscope.similarity: mathematics checked against independent numpy references.
+"""Tests for layerscope.probes (CKA, retrieval, drift): mathematics checked against independent numpy references.
 
 The references below are written straight from the papers, in float64 numpy, with explicit
 n × n matrices (centering matrix H = I - 11ᵀ/n, Song et al.'s unbiased HSIC formula term by
@@ -20,7 +20,9 @@ import torch
 from scipy.spatial.distance import cdist, pdist
 
 from layerscope.errors import LayerscopeError
-from layerscope.similarity import (
+from layerscope.probes import relative_weight_change
+from layerscope.probes import retrieval_accuracy, retrieval_per_layer, shuffled_pairs
+from layerscope.probes.cka import (
     MinibatchCKA,
     center_gram,
     cka_matrix,
@@ -32,10 +34,6 @@ from layerscope.similarity import (
     hsic_unbiased,
     linear_cka,
     rbf_cka,
-    relative_weight_change,
-    retrieval_accuracy,
-    retrieval_per_layer,
-    shuffled_pairs,
 )
 
 TOL = 1e-10

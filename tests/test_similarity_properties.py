@@ -1,4 +1,4 @@
-"""Property-based tests for layerscope.similarity (hypothesis)."""
+"""Property-based tests for the similarity measures of layerscope.probes (hypothesis)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from layerscope.errors import LayerscopeError
-from layerscope.similarity import linear_cka, retrieval_accuracy
+from layerscope.probes import linear_cka
+from layerscope.probes import retrieval_accuracy
 
 VALUES = st.floats(min_value=-1e3, max_value=1e3, allow_nan=False, allow_infinity=False)
 
@@ -83,7 +84,7 @@ def test_linear_cka_invariant_to_rotation_scale_and_shift(pair, seed, scale, shi
 @settings(max_examples=40, deadline=None)
 @given(grid_pair(), st.booleans())
 def test_rbf_cka_is_bounded_and_symmetric(pair, debiased):
-    from layerscope.similarity import rbf_cka
+    from layerscope.probes import rbf_cka
 
     x, y = pair
     try:

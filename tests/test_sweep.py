@@ -231,6 +231,45 @@ def test_done_runs_are_skipped(tmp_path, monkeypatch):
     assert sweep_module.sweep(config_path).outcomes == [] and executed == [runs[0].run_id, runs[2].run_id]
 
 
+def test_seeds_option_runs_a_subset_in_order(tmp_path, monkeypatch, capsys):
+    """--seeds runs only some seeds of the file, so that every method of one seed can finish before
+    the next seed starts; unknown seeds are a one-line error."""
+    config_path = _debug_sweep(tmp_path, ["seeds = [1, 2, 3]", 'output = "out"', 'freeze = ["none", "lower"]',
+                                          'parallel = "tatoeba:opus"'])
+    (tmp_path / "opus").mkdir()
+    config_path.write_text(config_path.read_text() + '[aligners.dico]\npairs = "dict:muse"\n')
+    (tmp_path / "muse").mkdir()
+    executed: list[tuple[int, str]] = []
+
+    def fake_run(run):
+        executed.append((run.seed, run.method))
+        Path(run.directory).mkdir(parents=True, exist_ok=True)
+        pd.DataFrame([{"seed": run.seed, "model": "m", "task": "pos", "method": run.method,
+                       "final_eval_fr_accuracy": 0.5}]).to_csv(run.results, index=False)
+        return str(run.results)
+
+    monkeypatch.setattr(runner, "run_one", fake_run)
+    result = sweep_module.sweep(config_path, seeds=[3])
+    assert executed == [(3, "baseline"), (3, "before_dico"), (3, "freeze_realign_unfreeze_dico")]
+    result = sweep_module.sweep(config_path, seeds=[3, 1])
+    assert sorted(r.seed for r in result.runs) == [1, 1, 1, 3, 3, 3] and len(result.done_before) == 3
+    assert executed[3:] == [(1, "baseline"), (1, "before_dico"), (1, "freeze_realign_unfreeze_dico")]
+    assert sorted(result.gathered.wide["seed"]) == [1, 1, 1, 3, 3, 3]
+    # the full grid then runs only seed 2
+    executed.clear()
+    assert cli.main(["sweep", str(config_path), "--dry-run"]) == 0
+    assert "6 done, 3 pending" in capsys.readouterr().out
+    assert cli.main(["sweep", str(config_path), "--seeds", "2"]) == 0
+    assert [seed for seed, _ in executed] == [2, 2, 2]
+    capsys.readouterr()
+    assert cli.main(["sweep", str(config_path), "--seeds", "2,7"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--seeds 2,7: the sweep's seeds are 1,2,3" in err and "sweep.toml" in err
+    with pytest.raises(SystemExit) as exit_info:  # argparse's usage error
+        cli.main(["sweep", str(config_path), "--seeds", "two"])
+    assert exit_info.value.code == 2 and "not a comma-separated list of integers" in capsys.readouterr().err
+
+
 def test_gather_writes_one_table_per_task(tmp_path):
     config = load_config(write(tmp_path, GRID.replace("seeds = [31, 42, 66]", "seeds = [1, 2]")))
     runs = [r for r in expand(config) if r.model == "local" and r.method == "baseline"]
@@ -298,8 +337,8 @@ def test_alignfreeze_study_covers_the_published_grid():
 def tiny_checkpoint(tmp_path_factory) -> Path:
     from conftest import make_encoder
 
-    from layerscope.checkpoint import save_checkpoint
-    from layerscope.encoder import checkpoint_from_encoder
+    from layerscope.models import save_checkpoint
+    from layerscope.models import checkpoint_from_encoder
 
     texts = []
     for path in sorted(FIXTURES.rglob("*")):

@@ -8,8 +8,8 @@ import random
 import pytest
 import torch
 
-from layerscope.encoder import _finish
 from layerscope.errors import LayerscopeError
+from layerscope.models.encoder import _finish
 from layerscope.tasks import TaggedSentence, TaskModel, TrainSettings, evaluate_language, train_task
 from layerscope.tasks.features import IGNORE, Feature, encode_tagging
 from layerscope.tasks.train import linear_schedule
@@ -37,7 +37,7 @@ def synthetic_tagging(n: int, seed: int) -> list[TaggedSentence]:
 def tiny_encoder(*, dropout: float = 0.1, layers: int = 2, width: int = 32, seed: int = 0, extra_texts=()):
     from transformers import AutoModel
 
-    from layerscope.toymodels import tiny_config, train_tokenizer
+    from layerscope.models.toymodels import tiny_config, train_tokenizer
 
     texts = [" ".join(words) for words in CLASSES.values()] * 3 + list(extra_texts)
     tokenizer = train_tokenizer(texts, arch="bert", vocab_size=120)
@@ -153,7 +153,7 @@ def realign_inputs():
 def test_during_realignment_gradient_respects_the_freeze(freeze):
     """With a task loss that is zero (no labelled token), only the realignment gradient moves
     weights: the frozen lower blocks must stay exactly as they were, the others must move."""
-    from layerscope.encoder import parse_freeze_policy
+    from layerscope.models import parse_freeze_policy
     from layerscope.realign import during_objective
     from layerscope.tasks.job import _realign_params
 

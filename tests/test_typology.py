@@ -1,4 +1,4 @@
-"""Tests for layerscope.typology: URIEL distances from lang2vec's features.
+"""Tests for layerscope.stats.typology: URIEL distances from lang2vec's features.
 
 Mathematics: d(a, a) = 0, values in [0, 1], symmetry for every type but URIEL's genetic
 distance (whose asymmetry is checked against its formula), closed-form angular and
@@ -18,9 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from layerscope import typology
 from layerscope.cli import main
 from layerscope.errors import LayerscopeError
+from layerscope.stats import typology, uriel
 
 LANGS = ["en", "fr", "de", "ja", "ar", "zh", "hi", "fi", "tr", "sw", "eu", "ko", "vi", "ru"]
 SYMMETRIC = ("syntactic", "phonological", "inventory", "featural", "geographic", "genetic_sym")
@@ -109,9 +109,9 @@ def test_coordinates_recovered_from_geocoord_features():
     lat, lon = typology.coordinates("ja")
     assert abs(lat - 35) < 1 and abs(lon - 135) < 1
     # the recovered point reproduces the anchor distances it came from
-    data = typology._uriel()
+    data = uriel._uriel()
     values = data.geo[data.geo_index["jpn"]]
-    fitted = typology.central_angle(*np.radians([lat, lon]), data.anchors[:, 0], data.anchors[:, 1]) / math.pi
+    fitted = uriel.central_angle(*np.radians([lat, lon]), data.anchors[:, 0], data.anchors[:, 1]) / math.pi
     assert np.max(np.abs(fitted - values)) < 0.005
 
 
@@ -231,7 +231,7 @@ def test_cli_errors_exit_2_in_one_line(argv, needle, capsys):
 def _independent_vector(code3: str, prefixes: tuple[str, ...]) -> np.ndarray:
     """URIEL's feature vector read straight from lang2vec's features.npz: max over sources,
     unobserved (-1 in every source) as 0."""
-    with np.load(typology.lang2vec_data_dir() / "features.npz") as z:
+    with np.load(uriel.lang2vec_data_dir() / "features.npz") as z:
         row = list(z["langs"]).index(code3)
         columns = [i for i, name in enumerate(z["feats"]) if str(name).startswith(prefixes)]
         best = z["data"][row][columns].max(axis=1).astype(np.float64)

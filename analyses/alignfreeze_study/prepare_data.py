@@ -26,7 +26,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from layerscope import languages
+from layerscope.corpora import languages
 from layerscope.outputs import atomic_write_bytes, atomic_write_text
 
 LANGS = ("af ar bg ca cs da de el es fa fi fr he hi hu it ja ko lt lv no pl pt ro ru sk sl sv ta th tr uk "

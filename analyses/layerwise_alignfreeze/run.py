@@ -44,6 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--precision", default="auto", help="forward-pass precision: auto, fp32 or bf16")
     parser.add_argument("--steps", type=int, help="realignment steps (demo: 200)")
     parser.add_argument("--lr", type=float, help="realignment learning rate (demo: 3e-4; default: layerscope's)")
+    parser.add_argument("--layer", type=int, help="realignment layer (negative from the end: -2 = hidden_states[L-1], "
+                                                  "the published setting; default: layerscope's)")
     parser.add_argument("--limit", type=int, help="sentences per language for compare")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
@@ -72,11 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
 
     from layerscope import outputs
-    from layerscope.checkpoint import save_checkpoint
+    from layerscope.models import save_checkpoint
     from layerscope.compare import compare
-    from layerscope.encoder import checkpoint_from_encoder, load_encoder
-    from layerscope.plots.heatmaps import save_figure
-    from layerscope.plots.policies import fixed_layers, policies_figure, policy_profile
+    from layerscope.models import checkpoint_from_encoder, load_encoder
+    from layerscope.show.heatmaps import save_figure
+    from layerscope.show.policies import fixed_layers, policies_figure, policy_profile
     from layerscope.provenance import versions
     from layerscope.realign import realign
 
@@ -96,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         activations = Path(tempfile.mkdtemp(prefix="layerwise-activations-"))
         for policy in POLICIES:
             result = realign(base, parallel=parallel, pairs=pairs,  # realign works on a copy
-                             langs=args.langs, freeze=policy, steps=steps, lr=lr, seed=args.seed, device=args.device,
+                             langs=args.langs, freeze=policy, steps=steps, lr=lr, layer=args.layer, seed=args.seed,
+                             device=args.device,
                              precision=args.precision)
             path = staging / f"realigned-{policy}.pt"
             save_checkpoint(path, result.checkpoint)

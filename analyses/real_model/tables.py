@@ -43,7 +43,7 @@ def base_profile(metrics: pd.DataFrame) -> str:
 
 
 def per_language(metrics: pd.DataFrame, metric: str, layers: list[int]) -> str:
-    from layerscope import languages
+    from layerscope.corpora import languages
 
     base = metrics[(metrics["model"] == "base") & (metrics["metric"] == metric)]
     wide = base.pivot_table(index="lang", columns="layer", values="value")[layers]

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         with staged_directory(args.output, force=args.force) as staging:
             result.write(staging, figures=not args.no_figures, settings={"command": command_line()})
-            from ..report import write_report
+            from ..show.report import write_report
 
             write_report(staging, name=Path(args.output).name)
         print(f"\nwrote {args.output}/: gains.csv, averages.csv, counts.csv, table.txt, gains.json"

@@ -45,7 +45,7 @@ def describe(encoder) -> dict:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from ..encoder import load_encoder
+    from ..models.encoder import load_encoder
 
     encoder = load_encoder(args.checkpoint, model=args.model, device="cpu", trust_remote_code=args.trust_remote_code)
     info = describe(encoder)

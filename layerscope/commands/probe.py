@@ -61,7 +61,7 @@ def _floats(text: str) -> list[float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..linear_probe import probe
+    from ..probing import probe
 
     result = probe(
         args.base,

@@ -103,8 +103,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import LayerscopeError
 
-    from ..activations import resolve_device
-    from ..encoder import load_encoder
+    from ..probes.activations import resolve_device
+    from ..models.encoder import load_encoder
     from ..realign import realign
     from ..realign.job import partial_path
 

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         result.settings["command"] = command_line()
         with staged_directory(output, force=args.force) as staging:
             result.write(staging, figures=not args.no_figures)
-            from ..report import write_report
+            from ..show.report import write_report
 
             write_report(staging, name=Path(output).name)
         print(f"\nwrote {output}/: summary.txt, coefficients.csv, data.csv, spearman.csv, lolo.csv"

@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..report import write_report
+    from ..show.report import write_report
 
     path = write_report(args.run_dir)
     print(f"wrote {path}")

@@ -30,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..checkpoint import save_checkpoint
-    from ..encoder import checkpoint_from_encoder, load_encoder
+    from ..models.checkpoint import save_checkpoint
+    from ..models.encoder import checkpoint_from_encoder, load_encoder
     from ..errors import LayerscopeError
     from ..provenance import versions
 

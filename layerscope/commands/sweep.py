@@ -20,6 +20,7 @@ examples:
   layerscope sweep study.toml --executor local             # run the pending runs on this machine
   layerscope sweep study.toml --executor slurm --no-wait   # submit a job array and return
   layerscope sweep study.toml --gather-only                # stack the finished runs' results
+  layerscope sweep study.toml --seeds 31 --executor local  # every method of seed 31 first
   layerscope gains runs/study/results.csv --method 'freeze_realign_unfreeze_*'
 
 exit status: 0 when every run of the grid is done, 1 when some failed (their logs are listed),
@@ -35,6 +36,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", metavar="DIR", help="output directory (default: sweep.output of the file)")
     parser.add_argument("--no-wait", action="store_true", help="slurm: return once the job array is submitted")
     parser.add_argument("--gather-only", action="store_true", help="submit nothing; gather the finished runs")
+    parser.add_argument("--seeds", metavar="S,S,...", type=_seed_list,
+                        help="only these seeds of the file (e.g. every method of one seed first)")
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if args.no_wait and args.gather_only:
         raise LayerscopeError("--no-wait and --gather-only exclude each other")
     result = sweep(args.config, executor=args.executor, output=args.output, dry_run=args.dry_run,
-                   wait=not args.no_wait, gather_only=args.gather_only)
+                   wait=not args.no_wait, gather_only=args.gather_only, seeds=args.seeds)
     if args.dry_run:
         print(result.format_grid())
         from ..sweep import missing_inputs

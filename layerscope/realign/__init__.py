@@ -18,22 +18,24 @@ from __future__ import annotations
 
 from .data import Example, RealignmentData, RoundRobinSampler, build_examples, collate, extract_pairs
 from .job import RealignResult, before_schedule, default_lr, during_objective, realign
-from .loss import NEGATIVES, RealignmentHead, contrastive_alignment_loss
-from .pairs import (
-    PAIR_SOURCES,
+from .links import (
     AlignmentScores,
-    DictionarySource,
-    EflomalSource,
-    EmbeddingSource,
-    PairSource,
     alignment_scores,
     dictionary_links,
     drop_identical,
     grow_diag_final_and,
-    mutual_argmax,
     one_to_one,
-    pair_source,
     read_dictionary,
+)
+from .loss import NEGATIVES, RealignmentHead, contrastive_alignment_loss
+from .pairs import (
+    PAIR_SOURCES,
+    DictionarySource,
+    EflomalSource,
+    EmbeddingSource,
+    PairSource,
+    mutual_argmax,
+    pair_source,
 )
 from .train import DURING_WEIGHT, Realigner, RealignmentObjective, hidden_at_layer, realignment_loss
 from .words import Words, encode_words, split_words, words_from_tokens

@@ -19,8 +19,9 @@ import torch
 from .. import progress
 from ..errors import LayerscopeError
 from ..provenance import grouped_hash
+from .links import Link
 from .loss import check_negatives
-from .pairs import Link, PairSource
+from .pairs import PairSource
 from .words import Words, encode_words, get_segmenter, split_words
 
 log = logging.getLogger(__name__)

@@ -19,11 +19,12 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from ..checkpoint import Checkpoint, save_checkpoint
-from ..corpora import ParallelCorpus
+from ..corpora.parallel import ParallelCorpus
 from ..distributed import SINGLE, Workers, workers
-from ..encoder import Encoder, FreezePolicy, apply_freeze, checkpoint_from_encoder, parse_freeze_policy, unfreeze_all
 from ..errors import LayerscopeError
+from ..models.checkpoint import Checkpoint, save_checkpoint
+from ..models.encoder import Encoder, checkpoint_from_encoder
+from ..models.freezing import FreezePolicy, apply_freeze, parse_freeze_policy, unfreeze_all
 from ..outputs import atomic_write, check_writable_location
 from ..precision import check_precision, resolve_precision
 from ..provenance import versions
@@ -92,8 +93,8 @@ def check_layer_policy(policy: FreezePolicy, layer: int, num_layers: int) -> Non
 
 
 def _as_encoder(source: Any, device: str | torch.device | None, inplace: bool) -> Encoder:
-    from ..activations import resolve_device
-    from ..encoder import load_encoder
+    from ..probes.activations import resolve_device
+    from ..models.encoder import load_encoder
 
     target = resolve_device(device or "cpu")
     if isinstance(source, Encoder):
@@ -106,8 +107,8 @@ def _as_encoder(source: Any, device: str | torch.device | None, inplace: bool) -
 
 
 def _read_parallel(parallel: ParallelCorpus | str, *, pivot: str, langs, limit: int | None) -> ParallelCorpus:
-    from .. import languages
-    from ..corpora import read_corpus
+    from ..corpora import languages
+    from ..corpora.parallel import read_corpus
 
     if isinstance(parallel, str):
         return read_corpus(parallel, pivot=pivot, languages_=langs, limit=limit)
@@ -249,8 +250,8 @@ def realign(
 
     Parameters
     ----------
-    source : an :class:`~layerscope.encoder.Encoder` (copied unless ``inplace``) or anything
-        :func:`~layerscope.encoder.load_encoder` takes (checkpoint, HF directory, hub id).
+    source : an :class:`~layerscope.models.Encoder` (copied unless ``inplace``) or anything
+        :func:`~layerscope.models.load_encoder` takes (checkpoint, HF directory, hub id).
     parallel : a ParallelCorpus or a corpus spec (``tatoeba:DIR``, ``flores:DIR``, ``tsv:FILE``, ``sample``).
     pairs : ``dict:DIR`` (MUSE ``en-xx.txt`` files), ``eflomal``, ``embed[:LAYER]`` or a PairSource.
     langs : target languages (default: all of the corpus).

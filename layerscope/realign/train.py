@@ -5,7 +5,7 @@ the batch order; its whole state (:meth:`Realigner.state_dict`) is tensors and p
 a run saved at step *k* and resumed continues bit-identically on CPU. The optimiser keeps Adam
 state only for the word-embedding rows touched so far (:mod:`layerscope.optim`), bit for bit the
 dense Adam. The freeze policy is
-applied by the caller (:func:`layerscope.encoder.apply_freeze`) before the optimiser is built:
+applied by the caller (:func:`layerscope.models.apply_freeze`) before the optimiser is built:
 frozen parameters are never handed to it.
 
 :class:`RealignmentObjective` is the same loss for the ``during`` schedule: a task loop adds
@@ -22,11 +22,11 @@ from typing import Callable
 import torch
 
 from .. import optim, progress
-from ..activations import capture_output
 from ..distributed import SINGLE, Workers
-from ..encoder import Encoder
 from ..errors import LayerscopeError
+from ..models.encoder import Encoder
 from ..precision import autocast, full_precision
+from ..probes.activations import capture_output
 from .data import Batch, Example, RoundRobinSampler, collate
 from .loss import TEMPERATURE, RealignmentHead, contrastive_alignment_loss
 
@@ -40,7 +40,7 @@ def hidden_at_layer(encoder: Encoder, input_ids: torch.Tensor, attention_mask: t
     """Hidden states of ``layer`` (0 = embeddings, i = raw output of block i): shape (B, T, d).
 
     Gradients flow; the last layer is the last block's output before any final norm, as in
-    :func:`layerscope.activations.forward_layers`. The forward pass stops at ``layer``.
+    :func:`layerscope.probes.activations.forward_layers`. The forward pass stops at ``layer``.
     """
     module = encoder.blocks[max(layer, 1) - 1]
     with capture_output(module, stop=True, before=layer == 0) as store:

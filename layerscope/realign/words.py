@@ -132,7 +132,7 @@ def words_from_segments(text: str, segments: Sequence[str]) -> Words:
 
 
 def _spaceless_language(lang: str) -> bool:
-    from .. import languages
+    from ..corpora import languages
 
     try:
         return languages.get(lang).spaceless

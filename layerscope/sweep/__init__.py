@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from ..errors import LayerscopeError
 from .config import (EXECUTORS, AlignerEntry, ExecutorSettings, ModelEntry, SweepConfig, TaskEntry, load_config,
@@ -63,7 +63,14 @@ class SweepResult:
         return "\n".join(lines)
 
 
-def _override(config: SweepConfig, executor: str | None, output: str | Path | None) -> SweepConfig:
+def _override(config: SweepConfig, executor: str | None, output: str | Path | None,
+              seeds: Sequence[int] | None = None) -> SweepConfig:
+    if seeds is not None:
+        unknown = [s for s in seeds if s not in config.seeds]
+        if unknown or not seeds:
+            raise LayerscopeError(f"--seeds {','.join(map(str, seeds))}: the sweep's seeds are "
+                                  f"{','.join(map(str, config.seeds))}", source=config.path)
+        config = dataclasses.replace(config, seeds=tuple(dict.fromkeys(seeds)))
     if executor is not None:
         if executor not in EXECUTORS:
             raise LayerscopeError(f"unknown executor {executor!r}: use {', '.join(EXECUTORS)}")
@@ -75,14 +82,17 @@ def _override(config: SweepConfig, executor: str | None, output: str | Path | No
 
 def sweep(config: str | Path | SweepConfig, *, executor: str | None = None, output: str | Path | None = None,
           dry_run: bool = False, wait: bool = True, gather_only: bool = False,
-          on_finish: Callable[[RunOutcome], None] | None = None) -> SweepResult:
+          seeds: Sequence[int] | None = None, on_finish: Callable[[RunOutcome], None] | None = None) -> SweepResult:
     """Run a sweep: expand the grid, skip done runs, submit the others, wait, gather.
 
     ``config``: a TOML file or a :class:`SweepConfig`. ``executor`` (local, slurm, debug) and
     ``output`` override the file. ``dry_run``: only expand and look which runs are done.
     ``wait=False`` (slurm): return after submitting; gather later with ``gather_only=True``.
+    ``seeds``: only these seeds of the file (a subset), e.g. one complete seed of
+    every method before the next; the gathered tables then hold only their runs.
     """
-    config = _override(config if isinstance(config, SweepConfig) else load_config(config), executor, output)
+    config = _override(config if isinstance(config, SweepConfig) else load_config(config), executor, output,
+                       seeds)
     runs = expand(config)
     result = SweepResult(config=config, runs=runs, done_before={r.run_id for r in runs if is_done(r)})
     if dry_run:

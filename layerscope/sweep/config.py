@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..errors import LayerscopeError
+from .grid import canonical_policy, expand
 
 EXECUTORS = ("local", "slurm", "debug")
 SCHEDULES = ("before", "during")
@@ -267,8 +268,6 @@ def parse_config(data: dict[str, Any], *, path: str | Path, base: str | Path | N
     )
     paths.found.pop("sweep.output", None)
     object.__setattr__(config, "local_paths", dict(paths.found))
-    from .grid import expand
-
     expand(config)  # refuses grids whose run ids would collide
     return config
 
@@ -300,7 +299,7 @@ def _seeds(sweep: _Table) -> tuple[int, ...]:
 
 
 def _freeze_policies(sweep: _Table) -> tuple[str, ...]:
-    from ..encoder import parse_freeze_policy
+    from ..models.freezing import parse_freeze_policy
 
     policies = tuple(p.strip() for p in _as_list(sweep.get("freeze", "string or list of strings", ["lower"])))
     for policy in policies:
@@ -308,8 +307,6 @@ def _freeze_policies(sweep: _Table) -> tuple[str, ...]:
             parse_freeze_policy(policy, 10_000)  # names and syntax; ranges are checked per model at run time
         except LayerscopeError as exc:
             raise sweep.error("freeze", str(exc)) from None
-    from .grid import canonical_policy
-
     canonical = [canonical_policy(p) for p in policies]
     for i, name in enumerate(canonical):
         if name in canonical[:i]:
@@ -417,7 +414,7 @@ def _check_pairs(spec: str, t: _Table) -> None:
 
 def _aligners(top: _Table, path: Path, paths: _Paths, default_parallel: str | None,
               default_langs: str | list[str] | None) -> dict[str, AlignerEntry]:
-    from ..corpora import READERS
+    from ..corpora.parallel import READERS
 
     aligners = {}
     for key, value in _entries(top, "aligners", path).items():

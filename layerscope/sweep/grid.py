@@ -11,10 +11,11 @@ import importlib.metadata
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import LayerscopeError
-from .config import AlignerEntry, ModelEntry, SweepConfig, TaskEntry
+if TYPE_CHECKING:  # annotations only: config.load_config expands the grid to check it
+    from .config import AlignerEntry, ModelEntry, SweepConfig, TaskEntry
 
 RESULTS = "results.csv"
 _PUBLISHED = {

@@ -204,7 +204,7 @@ def gather(runs: Sequence[RunSpec], output: str | Path) -> Gathered | None:
     sweep when there are several, and ``sweep.json``. None when no run is done yet."""
     from .. import provenance
     from ..outputs import atomic_write, atomic_write_json
-    from ..tables import read_user_csv
+    from ..corpora.tables import read_user_csv
 
     output = Path(output)
     done = [r for r in runs if is_done(r)]

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 from . import metrics
+from .config import FinetuneConfig
 from .data import (
     NLI_LABELS,
     UPOS_TAGS,
@@ -34,7 +35,7 @@ from .data import (
 )
 from .evaluate import evaluate_language
 from .heads import TaskModel
-from .job import FinetuneConfig, FinetuneResult, finetune, finetune_steps, method_name
+from .job import FinetuneResult, finetune, finetune_steps, method_name
 from .registry import TASKS, Task, get_task, is_xlmr
 from .sources import TaskData, load_task_data
 from .train import TrainSettings, train_task

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from .. import languages
+from ..corpora import languages
 from ..errors import LayerscopeError
 
 log = logging.getLogger(__name__)

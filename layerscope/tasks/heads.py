@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..encoder import Encoder
+from ..models.encoder import Encoder
 from .features import IGNORE
 
 # Model types that read left to right: their pooled token is the last real one.

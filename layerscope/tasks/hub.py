@@ -22,7 +22,7 @@ import logging
 import re
 from typing import Any
 
-from .. import languages
+from ..corpora import languages
 from ..errors import LayerscopeError
 from . import data
 from .registry import Task

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .. import languages
+from ..corpora import languages
 from ..errors import LayerscopeError
 from ..provenance import grouped_hash
 from .data import language_from_filename

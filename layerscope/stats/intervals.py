@@ -51,7 +51,7 @@ def effective_trials(per_sentence: Tensor) -> Tensor:
 def two_direction_interval(hits: Tensor, z: float = Z95) -> list[tuple[float, float]]:
     """Per layer, the 95% interval of the two-direction mean retrieval accuracy.
 
-    ``hits``: bool or 0/1 tensor of shape (L, 2, n) (:func:`~layerscope.similarity.retrieval_hits_per_layer`).
+    ``hits``: bool or 0/1 tensor of shape (L, 2, n) (:func:`~layerscope.probes.retrieval.retrieval_hits_per_layer`).
     """
     per_sentence = hits.double().mean(1)  # (L, n)
     p = per_sentence.mean(-1)

@@ -46,7 +46,7 @@ def save_figure(fig: plt.Figure, directory: str | Path, stem: str) -> list[Path]
 
 def gains_heatmap(result) -> plt.Figure:
     """Δ to the baseline per language (rows) and model · method (columns) of a GainsResult."""
-    from ..gains import shorten_labels
+    from ..stats.gains import shorten_labels
 
     table = result.table
     multi = table[["model", "task"]].drop_duplicates().shape[0] > 1
@@ -154,3 +154,17 @@ def correlation_heatmap(frame: pd.DataFrame, *, title: str = "Spearman correlati
     ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax, shrink=0.7)
     return fig
+
+
+def _short(text: str) -> str:
+    return text if len(text) < 60 else text[:57] + "..."
+
+
+def regression_figures(data: pd.DataFrame, coefficients: pd.DataFrame, predictors: Sequence[str], *, target: str,
+                       formula: str, directory: Path) -> list[Path]:
+    """The three figures of a gain regression (PNG + SVG) from its data and coefficient tables."""
+    per_lang = data.groupby("lang", sort=False)[["gain", *predictors]].mean()
+    written = save_figure(gain_scatter(data, predictors, target_label=_short(target)), directory, "gain_vs_predictors")
+    written += save_figure(coefficient_plot(coefficients, title=formula), directory, "coefficients")
+    written += save_figure(correlation_heatmap(per_lang[[*predictors, "gain"]]), directory, "predictor_correlations")
+    return written

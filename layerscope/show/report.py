@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import LayerscopeError
-from .outputs import atomic_write_text
+from ..errors import LayerscopeError
+from ..outputs import atomic_write_text
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2327;background:#fafafa}
@@ -73,7 +73,7 @@ def _table(frame: pd.DataFrame, *, float_format: str = "{:+.3f}", signed: bool =
 
 def _delta_table(metrics: pd.DataFrame, metric: str) -> str:
     """Δ per language (rows) and layer (columns); only changes beyond noise are coloured."""
-    from .noise import BEYOND, judge_deltas
+    from ..stats.noise import BEYOND, judge_deltas
 
     judged = judge_deltas(metrics, metric)
     if judged.empty:
@@ -197,7 +197,7 @@ def build_report(run_dir: str | Path, *, name: str | None = None) -> str:
             return _regression_report(run_dir, name)
         raise LayerscopeError("not a layerscope run directory (no run.json, gains.json or coefficients.csv)",
                               source=run_dir)
-    from .tables import read_json_object
+    from ..corpora.tables import read_json_object
 
     run = read_json_object(run_path)
     job = run.get("job", "run")

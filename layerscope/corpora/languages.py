@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterable
 
-from ._resources import data_file
-from .errors import LayerscopeError
+from .._resources import data_file
+from ..errors import LayerscopeError
 
 
 @dataclass(frozen=True)

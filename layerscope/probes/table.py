@@ -2,7 +2,7 @@
 
 Every row is ``(model, metric, layer, lang, value, ci_low, ci_high)``. Cross-lingual metrics
 compare the pivot side with each target language at the same layer; drift compares one
-language's representations in two models. The arithmetic lives in :mod:`layerscope.similarity`;
+language's representations in two models. The arithmetic lives in :mod:`layerscope.probes.cka`, :mod:`~layerscope.probes.retrieval` and :mod:`~layerscope.probes.drift`;
 this module only decides what is measured against what and labels the results.
 """
 
@@ -16,10 +16,13 @@ from typing import Mapping, Sequence
 import pandas as pd
 import torch
 
-from . import cca, similarity
+from ..errors import LayerscopeError
+from ..stats.intervals import Z95, paired_bootstrap_interval, two_direction_interval, wilson_interval
+from . import cca
 from .activations import LayerStack
-from .errors import LayerscopeError
-from .intervals import Z95, paired_bootstrap_interval, two_direction_interval, wilson_interval
+from .cka import cka_per_layer, rbf_cka
+from .drift import relative_weight_change
+from .retrieval import retrieval_hits_per_layer, shuffled_pairs
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,7 @@ METRICS: dict[str, str] = {
     "drift_cka": "debiased CKA between base and realigned vectors of the same language",
     "weight_change": "relative weight change of each block, ||W_r - W_b|| / ||W_b||",
 }
-# SVCCA, PWCCA and Procrustes (layerscope.cca); with drift_ in front, base vs realigned per language
+# SVCCA, PWCCA and Procrustes (layerscope.probes.cca); with drift_ in front, base vs realigned per language
 METRICS.update({name: description for name, (_, description) in cca.METRICS.items()})
 METRICS.update({f"drift_{name}": f"{name}, base vs realigned vectors of the same language" for name in cca.METRICS})
 DEFAULT_METRICS = ("cka", "cka_linear", "retrieval", "retrieval_centered")
@@ -111,14 +114,14 @@ def crosslingual_rows(model: str, pivot: LayerStack, target: LayerStack, lang: s
     rows: list[tuple] = []
     wanted = set(settings.metrics)
     if "cka" in wanted:
-        rows += _rows(model, "cka", lang, similarity.cka_per_layer(a, b, method="debiased").tolist())
+        rows += _rows(model, "cka", lang, cka_per_layer(a, b, method="debiased").tolist())
     if "cka_linear" in wanted:
-        rows += _rows(model, "cka_linear", lang, similarity.cka_per_layer(a, b, method="linear").tolist())
+        rows += _rows(model, "cka_linear", lang, cka_per_layer(a, b, method="linear").tolist())
     if "cka_rbf" in wanted:
-        values = [similarity.rbf_cka(a[i], b[i], sigma=settings.rbf_sigma) for i in range(a.shape[0])]
+        values = [rbf_cka(a[i], b[i], sigma=settings.rbf_sigma) for i in range(a.shape[0])]
         rows += _rows(model, "cka_rbf", lang, values)
     if wanted & {"retrieval", "retrieval_p2t", "retrieval_t2p"}:
-        hit = similarity.retrieval_hits_per_layer(a, b)  # (L+1, 2, n)
+        hit = retrieval_hits_per_layer(a, b)  # (L+1, 2, n)
         acc = hit.double().mean(-1)
         p2t, t2p = acc[:, 0].tolist(), acc[:, 1].tolist()
         mean = acc.mean(1).tolist()
@@ -131,7 +134,7 @@ def crosslingual_rows(model: str, pivot: LayerStack, target: LayerStack, lang: s
             hits[("retrieval_t2p", lang)] = hit[:, 1].double()
     for metric, options in (("retrieval_centered", {"center": True}), ("retrieval_margin", {"margin": True})):
         if metric in wanted:
-            hit = similarity.retrieval_hits_per_layer(a, b, **options)
+            hit = retrieval_hits_per_layer(a, b, **options)
             rows += _rows(model, metric, lang, hit.double().mean((1, 2)).tolist(), two_direction_interval(hit))
             if hits is not None:
                 hits[(metric, lang)] = hit.double().mean(1)
@@ -141,7 +144,7 @@ def crosslingual_rows(model: str, pivot: LayerStack, target: LayerStack, lang: s
         # CKA's chance level has no closed form: the mean and spread over several derangements.
         # Retrieval's is 1/n; retrieval on mispaired rows is ~0 for an aligned model, not chance.
         generator = torch.Generator().manual_seed(settings.seed)
-        draws = torch.stack([similarity.cka_per_layer(a, b[:, similarity.shuffled_pairs(n, generator), :],
+        draws = torch.stack([cka_per_layer(a, b[:, shuffled_pairs(n, generator), :],
                                                       method="debiased").double()
                              for _ in range(max(1, settings.shuffles))])  # (shuffles, L+1)
         centre = draws.mean(0)
@@ -199,7 +202,7 @@ def drift_table(base_stacks: Mapping[str, LayerStack], realigned_stacks: Mapping
     rows: list[tuple] = []
     extra = [m for m in cca.METRICS if m in metrics or f"drift_{m}" in metrics]
     for lang, stack in base_stacks.items():
-        values = similarity.cka_per_layer(stack.values, realigned_stacks[lang].values, method="debiased").tolist()
+        values = cka_per_layer(stack.values, realigned_stacks[lang].values, method="debiased").tolist()
         rows += _rows("drift", "drift_cka", lang, values)
         for metric in extra:
             values = cca.per_layer(metric, stack.values, realigned_stacks[lang].values, on_refusal=_warn_refusal(lang))
@@ -212,6 +215,6 @@ def weight_change_table(base_groups: Mapping[str, dict[str, torch.Tensor]],
     """Relative weight change per parameter group; layer 0 = embeddings, layer i = block i."""
     rows = []
     for layer, group in enumerate(base_groups):
-        value = similarity.relative_weight_change(base_groups[group], realigned_groups[group])
+        value = relative_weight_change(base_groups[group], realigned_groups[group])
         rows.append(("drift", "weight_change", layer, "all", value, math.nan, math.nan))
     return pd.DataFrame(rows, columns=COLUMNS)

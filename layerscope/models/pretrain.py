@@ -12,7 +12,7 @@ from typing import Sequence
 
 import torch
 
-from . import progress
+from .. import progress
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def as_base_model(config, trained, *, seed: int = 0):
     """
     from transformers import AutoModel
 
-    from .errors import LayerscopeError
+    from ..errors import LayerscopeError
 
     torch.manual_seed(seed)
     model = AutoModel.from_config(config)

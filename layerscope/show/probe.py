@@ -1,6 +1,6 @@
 """Figures of a probe run: layer × language heatmap (base, realigned, Δ) and one curve per language.
 
-Takes the tidy table of :func:`layerscope.linear_probe.probe` (metric ``probe_accuracy``);
+Takes the tidy table of :func:`layerscope.probing.probe` (metric ``probe_accuracy``);
 with two models the heatmap is the three-panel one of ``compare``.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import languages
+from ..corpora import languages
 from . import heatmaps
 from .heatmaps import plt
 

@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 
-from .. import languages  # noqa: E402
+from ..corpora import languages  # noqa: E402
 from ..outputs import atomic_write  # noqa: E402
 
 LABELS = {

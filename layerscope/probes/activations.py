@@ -18,10 +18,10 @@ from typing import Iterator, Sequence
 
 import torch
 
-from . import progress
-from .encoder import Encoder
-from .errors import LayerscopeError
-from .precision import autocast, resolve_precision
+from .. import progress
+from ..errors import LayerscopeError
+from ..models.encoder import Encoder
+from ..precision import autocast, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +267,7 @@ def extract(
     if cache_path is not None:
         from safetensors.torch import save_file
 
-        from .outputs import atomic_write
+        from ..outputs import atomic_write
 
         atomic_write(cache_path, lambda tmp: save_file({"values": out.contiguous()}, str(tmp)))
     return LayerStack(out, lang, encoder.layer_names)

@@ -1,6 +1,6 @@
 """CCA-based and Procrustes similarity between representations: SVCCA, PWCCA, orthogonal Procrustes.
 
-Pure functions on tensors, beside the CKA family of :mod:`layerscope.similarity`. A
+Pure functions on tensors, beside the CKA family of :mod:`layerscope.probes.cka`. A
 representation is a matrix of shape (n, d): n examples by d features; the two sides share
 their rows (the i-th row of x and of y describe the same example) and may differ in width.
 Inputs of any real dtype are converted once and computed in float64.
@@ -43,8 +43,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .errors import LayerscopeError
-from .similarity import ArrayLike, _validated_pair
+from ..errors import LayerscopeError
+from ._checks import ArrayLike, _validated_pair
 
 __all__ = [
     "cca_correlations",

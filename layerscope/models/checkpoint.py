@@ -25,8 +25,8 @@ from typing import Any, Mapping
 
 import torch
 
-from .errors import LayerscopeError
-from .outputs import atomic_write
+from ..errors import LayerscopeError
+from ..outputs import atomic_write
 
 FORMAT = "layerscope-checkpoint"
 VERSION = 1

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import LayerscopeError
+from ..errors import LayerscopeError
 
 
 def read_user_csv(path: str | Path, *, what: str) -> pd.DataFrame:

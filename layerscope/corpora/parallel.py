@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .._resources import data_file
+from ..errors import LayerscopeError
 from . import languages
-from ._resources import data_file
-from .errors import LayerscopeError
 
 log = logging.getLogger(__name__)
 

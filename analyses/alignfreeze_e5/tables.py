@@ -1,0 +1,143 @@
+"""Markdown tables for docs/alignfreeze-e5.md from the outputs of analyses/alignfreeze_e5/run.sh.
+
+    python analyses/alignfreeze_e5/tables.py analyses/alignfreeze_e5/runs --published ../shared/data/alignfreeze_results
+
+Prints, from ``RUNS/gains`` and ``RUNS/gains-exact`` (``layerscope gains``) and the sweep's run
+directories:
+
+- the below / within / above counts of each method, with means and stds rounded to 0.1 point as
+  published and exact, and the average over languages;
+- the per-language table: baseline mean ± std, each method's Δ and band;
+- the same counts for the published mBERT and DistilmBERT PoS results (dictionary aligner) on the
+  languages both experiments evaluate, computed by ``layerscope gains`` from a copy of the
+  published files reduced to those columns (written under ``RUNS/published/``);
+- compute: seconds per run (realignment + fine-tuning + evaluation), in all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+METHODS = {"before_dico": "full (none frozen)", "freeze_realign_unfreeze_dico": "lower half frozen (AlignFreeze)",
+           "freeze_realign_unfreeze_last_half_dico": "upper half frozen"}
+PUBLISHED = {"mBERT": "bert-base-multilingual-cased__opus100__udpos.csv",
+             "DistilmBERT": "distilbert-base-multilingual-cased__opus100__udpos.csv"}
+SIGN = {"above": "+", "below": "−", "within": ""}
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """A DataFrame as a Markdown table (index first), without the optional tabulate package."""
+    header = [str(table.index.name or "")] + [str(c) for c in table.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for index, row in table.iterrows():
+        cells = [str(index)] + ["" if pd.isna(v) else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def counts_table(counts: pd.DataFrame, label: str) -> pd.DataFrame:
+    """One row per method: below / within / above (published rounding and exact), mean Δ."""
+    rows = {}
+    for _, row in counts.iterrows():
+        rows[f"{label} {METHODS.get(row['method'], row['method'])}"] = {
+            "languages": int(row["n_languages"]),
+            "below / within / above (0.1-point rounding)":
+                f"{row['below_published']} / {row['within_published']} / {row['above_published']}",
+            "exact": f"{row['below_exact']} / {row['within_exact']} / {row['above_exact']}",
+            "mean Δ (points)": round(float(row["mean_delta"]), 2)}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "model · method"
+    return table
+
+
+def per_language(gains: pd.DataFrame, realigned: set[str]) -> pd.DataFrame:
+    """Baseline mean ± std and each method's Δ with its band sign, one row per language."""
+    first = gains[gains["method"] == next(iter(METHODS))].set_index("lang")
+    table = pd.DataFrame(index=first.index)
+    table["realigned on"] = ["yes" if lang in realigned else "no" for lang in table.index]
+    table["baseline"] = [f"{m:.1f} ± {s:.1f}" for m, s in zip(first["baseline_mean"], first["baseline_std"])]
+    for method, name in METHODS.items():
+        rows = gains[gains["method"] == method].set_index("lang").reindex(table.index)
+        table[f"Δ {name}"] = [f"{d:+.1f} ± {s:.1f} {SIGN.get(b, '?')}".strip()
+                              for d, s, b in zip(rows["delta"], rows["std"], rows["band_published"])]
+    table.index.name = "lang"
+    return table.sort_values("baseline", key=lambda col: col.str.split(" ").str[0].astype(float), ascending=False)
+
+
+def published_counts(published_dir: Path, langs: set[str], out: Path) -> tuple[pd.DataFrame, list[str]]:
+    """``layerscope gains`` on the published PoS files reduced to ``langs`` and the dictionary methods."""
+    tables, shared = [], set()
+    out.mkdir(parents=True, exist_ok=True)
+    for label, name in PUBLISHED.items():
+        frame = pd.read_csv(published_dir / name)
+        frame = frame[frame["method"].isin(["baseline", *METHODS])]
+        keep = [c for c in frame.columns if not c.startswith("final_eval_")
+                or c.split("_")[2] in langs and c.endswith("_accuracy")]
+        shared |= {c.split("_")[2] for c in keep if c.startswith("final_eval_")}
+        path = out / name
+        frame[keep].to_csv(path, index=False)
+        target = out / f"gains-{label}"
+        subprocess.run([sys.executable, "-m", "layerscope", "-q", "gains", str(path), "--method", ",".join(METHODS),
+                        "--no-figures", "--force", "-o", str(target)], check=True, stdout=subprocess.DEVNULL)
+        tables.append(counts_table(pd.read_csv(target / "counts.csv"), label))
+    return pd.concat(tables), sorted(shared)
+
+
+def compute_seconds(runs: Path) -> pd.DataFrame:
+    """Wall seconds of every sweep run (its results.json), by method and seed."""
+    rows = []
+    for path in sorted((runs / "runs").glob("*/results.json")):
+        record = json.loads(path.read_text())
+        rows.append({"method": record["run"]["method"], "seed": record["run"]["seed"], "seconds": record["seconds"]})
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", type=Path, help="the runs/ directory of run.sh")
+    parser.add_argument("--published", type=Path, help="the published AlignFreeze results directory")
+    args = parser.parse_args(argv)
+    config = (Path(__file__).parent / "e5-small.toml").read_text()
+    realigned = set(config.split('realign_langs = "')[1].split('"')[0].split(","))
+
+    gains = pd.read_csv(args.runs / "gains" / "gains.csv")
+    counts = pd.read_csv(args.runs / "gains" / "counts.csv")
+    averages = pd.read_csv(args.runs / "gains" / "averages.csv")
+    print("## Counts: languages below / within / above the baseline's mean ± std\n")
+    print(markdown(counts_table(counts, "e5-small")))
+    print("\n## Average over languages (points)\n")
+    print(markdown(averages.set_index("method")[["n_seeds", "mean", "std"]].round(2)))
+    print("\n## Per language: baseline mean ± std over seeds, each method's Δ ± its std (band: + above, − below)\n")
+    print(markdown(per_language(gains, realigned)))
+    if args.published is not None:
+        langs = set(gains["lang"]) - {"en"}
+        table, shared = published_counts(args.published, langs, args.runs / "published")
+        print(f"\n## Published PoS results (dictionary aligner, 5 seeds) on the {len(shared)} languages both "
+              f"evaluate: {', '.join(shared)}\n")
+        print(markdown(table))
+        ours = gains[gains["lang"].isin(shared)]
+        sub = ours.groupby("method")["band_published"].value_counts().unstack(fill_value=0)
+        sub = sub.reindex(columns=["below", "within", "above"], fill_value=0)
+        sub.index = [f"e5-small {METHODS[m]}" for m in sub.index]
+        sub.index.name = f"e5-small on the same {len(shared)} languages"
+        print()
+        print(markdown(sub))
+    seconds = compute_seconds(args.runs)
+    if not seconds.empty:
+        print("\n## Compute (wall seconds per run, 2 CPU cores)\n")
+        print(markdown(seconds.pivot_table(index="method", columns="seed", values="seconds").round(0)))
+        print(f"\nsweep total: {seconds['seconds'].sum() / 3600:.2f} h over {len(seconds)} runs")
+    layerwise = args.runs / "layerwise" / "run.json"
+    if layerwise.exists():
+        print(f"layerwise realign + compare: {json.loads(layerwise.read_text())['seconds'] / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,1 +1,0 @@
-"""Figures from tidy tables (matplotlib, Agg backend); no metrics are computed here."""
