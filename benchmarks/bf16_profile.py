@@ -97,7 +97,7 @@ def realign_step(encoder, data: Path):
     """A function that runs one realignment step in a given precision (same batch each time)."""
     from layerscope import optim
     from layerscope.corpora import read_corpus
-    from layerscope.encoder import apply_freeze, parse_freeze_policy
+    from layerscope.models import apply_freeze, parse_freeze_policy
     from layerscope.realign import Realigner
     from layerscope.realign.data import extract_pairs
     from layerscope.realign.pairs import pair_source
@@ -131,7 +131,7 @@ def realign_step(encoder, data: Path):
 def finetune_step(encoder, data: Path):
     """A function that runs one fine-tuning step (2 micro-batches of 16) in a given precision."""
     from layerscope import optim
-    from layerscope.encoder import unfreeze_all
+    from layerscope.models import unfreeze_all
     from layerscope.precision import autocast
     from layerscope.tasks import TaskModel
     from layerscope.tasks.data import read_conllu_upos
@@ -207,7 +207,7 @@ def main() -> None:
     args = parser.parse_args()
     set_threads(args.threads)
 
-    from layerscope.encoder import load_encoder
+    from layerscope.models import load_encoder
 
     data = require_data_dir("flores200/devtest", "muse", "ud/en_ewt")
     encoder = load_encoder(args.model, device="cpu")
