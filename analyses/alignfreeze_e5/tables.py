@@ -89,6 +89,23 @@ def published_counts(published_dir: Path, langs: set[str], out: Path) -> tuple[p
     return pd.concat(tables), sorted(shared)
 
 
+def layerwise_per_language(layerwise: Path, layers: tuple[int, ...] = (2, 9, 10)) -> pd.DataFrame:
+    """Δ retrieval (realigned − base) per language at a few layers under each policy, ``*`` where
+    its paired-bootstrap interval excludes 0, from the compare runs of the layer-wise step."""
+    columns = {}
+    for policy in ("none", "lower", "upper"):
+        metrics = pd.read_csv(layerwise / f"compare-{policy}" / "metrics.csv")
+        delta = metrics[(metrics["model"] == "delta") & (metrics["metric"] == "retrieval")]
+        for layer in layers:
+            rows = delta[delta["layer"] == layer].set_index("lang")
+            moved = (rows["ci_low"] > 0) | (rows["ci_high"] < 0)
+            columns[f"{policy} @{layer}"] = [f"{v:+.3f}{'*' if m else ''}" for v, m in zip(rows["value"], moved)]
+            index = rows.index
+    table = pd.DataFrame(columns, index=index)
+    table.index.name = "lang"
+    return table
+
+
 def compute_seconds(runs: Path) -> pd.DataFrame:
     """Wall seconds of every sweep run (its results.json), by method and seed."""
     rows = []
@@ -128,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         sub.index.name = f"e5-small on the same {len(shared)} languages"
         print()
         print(markdown(sub))
+    if (args.runs / "layerwise" / "compare-none" / "metrics.csv").exists():
+        print("\n## Δ retrieval with English per language (FLORES devtest, 300 sentences; * = beyond the "
+              "paired-bootstrap 95% interval)\n")
+        print(markdown(layerwise_per_language(args.runs / "layerwise")))
     seconds = compute_seconds(args.runs)
     if not seconds.empty:
         print("\n## Compute (wall seconds per run, 2 CPU cores)\n")
