@@ -56,6 +56,28 @@ def test_means_stds_and_deltas_are_population_statistics_in_points():
     assert avg["mean"] == pytest.approx(np.mean([[80, 70, 50, 40], [82, 70, 60, 40], [84, 70, 70, 46]]))
 
 
+def test_langs_and_exclude_langs_select_languages(capsys):
+    """Exact counts of the hand-made table are fr above, de within, ja below, ar above; leaving
+    out ja leaves 0 / 1 / 2; keeping fr and ja gives 1 / 0 / 1; the averages are over the
+    languages kept (per seed, then over seeds)."""
+    without_ja = compute_gains(WIDE, methods=["m1"], convention="exact", exclude_langs=["ja"])
+    counts = without_ja.counts.iloc[0]
+    assert (counts["below"], counts["within"], counts["above"]) == (0, 1, 2)
+    assert set(without_ja.table["lang"]) == {"fr", "de", "ar"}
+    avg = without_ja.averages.set_index("method").loc["baseline"]
+    assert avg["mean"] == pytest.approx(np.mean([[80, 70, 40], [82, 70, 40], [84, 70, 46]]))
+    kept = compute_gains(WIDE, methods=["m1"], convention="exact", langs=["FR", "ja"])  # codes normalised
+    assert kept.counts.iloc[0][["below", "within", "above"]].tolist() == [1, 0, 1]
+    with pytest.raises(LayerscopeError, match="exclude_langs: no results for xx"):
+        compute_gains(WIDE, methods=["m1"], exclude_langs=["xx"])
+    assert main(["gains", str(WIDE), "--method", "m1", "--convention", "exact", "--exclude-langs", "ja"]) == 0
+    out = capsys.readouterr().out
+    assert "0/1/2" in out and "\nja " not in out
+    assert main(["gains", str(WIDE), "--langs", "fr,zz"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "langs: no results for zz" in err and "wide_small.csv" in err
+
+
 def test_wide_and_tidy_layouts_agree():
     a = compute_gains(WIDE, methods=["m1", "one_seed"]).table
     b = compute_gains(TIDY, methods=["m1", "one_seed"]).table

@@ -23,6 +23,7 @@ examples:
   layerscope gains mbert_udpos.csv distilmbert_udpos.csv --method 'freeze_realign_unfreeze_*' -o gains/
   layerscope gains wikiann.csv --metric f1 --method before_dico,freeze_realign_unfreeze_dico
   layerscope gains tidy.csv --baseline base --method realigned     # columns seed,method,lang,score
+  layerscope gains results.csv --exclude-langs en                   # zero-shot targets only
 """
 
 
@@ -41,8 +42,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "compared as floats, as the published counts; exact = unrounded (default: published)")
     parser.add_argument("--round", dest="round_digits", type=int, default=1, metavar="DIGITS",
                         help="decimals of the published convention's rounding (default: 1, i.e. 0.1 point)")
+    parser.add_argument("--langs", help="only these languages, e.g. ar,ja,zh (default: every language of the results)")
+    parser.add_argument("--exclude-langs", metavar="LANGS",
+                        help="leave these languages out, e.g. en, the source language of zero-shot transfer")
     parser.add_argument("--no-figures", action="store_true", help="skip the heatmap")
     add_output(parser, what="output directory")
+
+
+def _codes(text: str | None) -> list[str] | None:
+    return None if text is None else [code.strip() for code in text.split(",") if code.strip()]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         raise LayerscopeError("--round must be between 0 and 6")
     result = compute_gains(args.results, baseline=args.baseline, methods=methods, metric=args.metric,
                            scale=scale, round_digits=args.round_digits,
-                           convention=args.convention)
+                           convention=args.convention, langs=_codes(args.langs),
+                           exclude_langs=_codes(args.exclude_langs))
     print(result.paper_table())
     if args.output:
         with staged_directory(args.output, force=args.force) as staging:

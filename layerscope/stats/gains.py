@@ -277,6 +277,8 @@ def compute_gains(
     scale: float | str = "auto",
     round_digits: int | None = None,
     convention: str = "published",
+    langs: Sequence[str] | None = None,
+    exclude_langs: Sequence[str] | None = None,
 ) -> GainsResult:
     """Per-language mean ± std over seeds, difference to the baseline, band counts.
 
@@ -286,6 +288,8 @@ def compute_gains(
     scores lie in [0, 1] (points), else 1. ``convention``: ``published`` (default: means and
     stds rounded to ``round_digits`` decimals, default 1, then compared as floats) or ``exact``
     (unrounded); both are in the table and the counts, ``band`` follows ``convention``.
+    ``langs`` keeps only these languages, ``exclude_langs`` leaves these out (e.g. the source
+    language of a zero-shot experiment); the averages are over the languages kept.
     """
     if convention not in CONVENTIONS:
         raise LayerscopeError(f"unknown band convention {convention!r}: use one of {', '.join(CONVENTIONS)}")
@@ -295,8 +299,9 @@ def compute_gains(
         raise LayerscopeError("no results given")
     frames = [read_results(item, metric=metric) for item in items]
     tidy = pd.concat(frames, ignore_index=True)
-    metrics_used = sorted({f.attrs.get("metric", "score") for f in frames})
     sources = ", ".join(str(f.attrs.get("source", "results table")) for f in frames)
+    tidy = _select_langs(tidy, langs, exclude_langs, sources)
+    metrics_used = sorted({f.attrs.get("metric", "score") for f in frames})
     notes: list[str] = []
     missing = int(tidy["score"].isna().sum())
     if missing:
@@ -353,6 +358,25 @@ def compute_gains(
                        metric=",".join(metrics_used), unit=unit, round_digits=digits, convention=convention,
                        notes=notes,
                        sources=[str(f.attrs.get("source", "")) for f in frames])
+
+
+def _select_langs(tidy: pd.DataFrame, langs: Sequence[str] | None, exclude: Sequence[str] | None,
+                  sources: str) -> pd.DataFrame:
+    """The rows of the languages asked for; a language named that the results lack is an error."""
+    langs = None if langs is None else [_canonical(code) for code in langs]
+    exclude = [_canonical(code) for code in exclude or ()]
+    present = set(tidy["lang"])
+    for option, chosen in (("langs", langs), ("exclude_langs", exclude)):
+        unknown = sorted(set(chosen or ()) - present)
+        if unknown:
+            raise LayerscopeError(f"{option}: no results for {', '.join(unknown)} "
+                                  f"(the results have {', '.join(sorted(present))})", source=sources)
+    keep = tidy["lang"].isin(langs) if langs is not None else pd.Series(True, index=tidy.index)
+    if exclude:
+        keep &= ~tidy["lang"].isin(exclude)
+    if not keep.any():
+        raise LayerscopeError("no language left after langs / exclude_langs", source=sources)
+    return tidy[keep]
 
 
 def _averages(tidy: pd.DataFrame, order: dict[str, int]) -> pd.DataFrame:
