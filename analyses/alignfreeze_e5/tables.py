@@ -9,8 +9,8 @@ directories:
   published and exact, and the average over languages;
 - the per-language table: baseline mean ± std, each method's Δ and band;
 - the same counts for the published mBERT and DistilmBERT PoS results (dictionary aligner) on the
-  languages both experiments evaluate, computed by ``layerscope gains`` from a copy of the
-  published files reduced to those columns (written under ``RUNS/published/``);
+  languages both experiments evaluate (``layerscope gains --langs``, written under
+  ``RUNS/published/``);
 - compute: seconds per run (realignment + fine-tuning + evaluation), in all.
 """
 
@@ -71,20 +71,18 @@ def per_language(gains: pd.DataFrame, realigned: set[str]) -> pd.DataFrame:
 
 
 def published_counts(published_dir: Path, langs: set[str], out: Path) -> tuple[pd.DataFrame, list[str]]:
-    """``layerscope gains`` on the published PoS files reduced to ``langs`` and the dictionary methods."""
+    """``layerscope gains --langs`` on the published PoS files: the dictionary methods, on the
+    languages of ``langs`` that they evaluate."""
     tables, shared = [], set()
-    out.mkdir(parents=True, exist_ok=True)
     for label, name in PUBLISHED.items():
-        frame = pd.read_csv(published_dir / name)
-        frame = frame[frame["method"].isin(["baseline", *METHODS])]
-        keep = [c for c in frame.columns if not c.startswith("final_eval_")
-                or c.split("_")[2] in langs and c.endswith("_accuracy")]
-        shared |= {c.split("_")[2] for c in keep if c.startswith("final_eval_")}
-        path = out / name
-        frame[keep].to_csv(path, index=False)
+        columns = pd.read_csv(published_dir / name, nrows=0).columns
+        evaluated = {c.split("_")[2] for c in columns if c.startswith("final_eval_") and c.endswith("_accuracy")}
+        common = sorted(langs & evaluated)
+        shared |= set(common)
         target = out / f"gains-{label}"
-        subprocess.run([sys.executable, "-m", "layerscope", "-q", "gains", str(path), "--method", ",".join(METHODS),
-                        "--no-figures", "--force", "-o", str(target)], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([sys.executable, "-m", "layerscope", "-q", "gains", str(published_dir / name),
+                        "--method", ",".join(METHODS), "--langs", ",".join(common), "--no-figures", "--force",
+                        "-o", str(target)], check=True, stdout=subprocess.DEVNULL)
         tables.append(counts_table(pd.read_csv(target / "counts.csv"), label))
     return pd.concat(tables), sorted(shared)
 
