@@ -330,6 +330,29 @@ def test_alignfreeze_study_covers_the_published_grid():
     assert models == {"distilbert-base-multilingual-cased", "bert-base-multilingual-cased", "xlm-roberta-base"}
 
 
+def test_alignfreeze_e5_results_hold_every_run_of_its_grid():
+    """analyses/alignfreeze_e5/results.csv (committed) has one row per run of its sweep file, and
+    `layerscope gains` on it agrees with a direct computation of the zero-shot deltas."""
+    from layerscope.gains import compute_gains
+
+    study = REPO / "analyses" / "alignfreeze_e5"
+    runs = expand(load_config(study / "e5-small.toml"))
+    results = pd.read_csv(study / "results.csv")
+    assert sorted(zip(results["method"], results["seed"])) == sorted((r.method, r.seed) for r in runs)
+    assert set(results["run_id"]) == {r.run_id for r in runs}
+    methods = sorted({r.method for r in runs} - {"baseline"})
+    gains = compute_gains(results, methods=methods, exclude_langs=["en"])
+    columns = [c for c in results.columns if c.startswith("final_eval_") and c.split("_")[2] not in
+               ("avg", "same", "en")]
+    assert len(columns) == 20
+    assert (gains.counts[["below", "within", "above"]].sum(axis=1) == 20).all()
+    mean = results.groupby("method")[columns].mean() * 100
+    for method in methods:
+        for column in columns:
+            row = gains.table[(gains.table["method"] == method) & (gains.table["lang"] == column.split("_")[2])]
+            assert row["delta"].item() == pytest.approx(mean.loc[method, column] - mean.loc["baseline", column])
+
+
 # --------------------------------------------------------------------------- end to end, real executor
 
 
