@@ -17,6 +17,7 @@ directories:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import subprocess
 import sys
@@ -24,21 +25,23 @@ from pathlib import Path
 
 import pandas as pd
 
+
+def _real_model_tables():
+    """analyses/real_model/tables.py, whose Markdown writer these tables share."""
+    path = Path(__file__).resolve().parents[1] / "real_model" / "tables.py"
+    spec = importlib.util.spec_from_file_location("real_model_tables", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+markdown = _real_model_tables().markdown
+
 METHODS = {"before_dico": "full (none frozen)", "freeze_realign_unfreeze_dico": "lower half frozen (AlignFreeze)",
            "freeze_realign_unfreeze_last_half_dico": "upper half frozen"}
 PUBLISHED = {"mBERT": "bert-base-multilingual-cased__opus100__udpos.csv",
              "DistilmBERT": "distilbert-base-multilingual-cased__opus100__udpos.csv"}
 SIGN = {"above": "+", "below": "−", "within": ""}
-
-
-def markdown(table: pd.DataFrame) -> str:
-    """A DataFrame as a Markdown table (index first), without the optional tabulate package."""
-    header = [str(table.index.name or "")] + [str(c) for c in table.columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for index, row in table.iterrows():
-        cells = [str(index)] + ["" if pd.isna(v) else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in row]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def counts_table(counts: pd.DataFrame, label: str) -> pd.DataFrame:
