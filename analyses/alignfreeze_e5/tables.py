@@ -7,7 +7,8 @@ directories:
 
 - the below / within / above counts of each method, with means and stds rounded to 0.1 point as
   published and exact, and the average over languages;
-- the per-language table: baseline mean ± std, each method's Δ and band;
+- the per-language table: baseline mean ± std, each method's Δ and band; the same Δ with a 95 %
+  Welch t interval over seeds (beyond the noise of the seeds or not);
 - the same counts for the published mBERT and DistilmBERT PoS results (dictionary aligner) on the
   languages both experiments evaluate (``layerscope gains --langs``, written under
   ``RUNS/published/``);
@@ -73,6 +74,28 @@ def per_language(gains: pd.DataFrame, realigned: set[str]) -> pd.DataFrame:
     return table.sort_values("baseline", key=lambda col: col.str.split(" ").str[0].astype(float), ascending=False)
 
 
+def welch_intervals(results: pd.DataFrame, langs: list[str]) -> pd.DataFrame:
+    """Each method's difference to the baseline per language with a 95 % Welch t interval over
+    seeds (scipy), ``*`` where it excludes 0: the band counts say whether a mean leaves the
+    baseline's mean ± std, this says whether the difference is beyond the noise of the seeds."""
+    from scipy import stats
+
+    base = results[results["method"] == "baseline"]
+    table = pd.DataFrame(index=pd.Index(langs, name="lang"))
+    for method, name in METHODS.items():
+        rows = results[results["method"] == method]
+        cells = []
+        for lang in langs:
+            column = f"final_eval_{lang}_accuracy"
+            x, y = rows[column] * 100, base[column] * 100
+            test = stats.ttest_ind(x, y, equal_var=False)
+            interval = test.confidence_interval(0.95)
+            beyond = interval.low > 0 or interval.high < 0
+            cells.append(f"{x.mean() - y.mean():+.1f} [{interval.low:+.1f}, {interval.high:+.1f}]{'*' if beyond else ''}")
+        table[f"Δ {name}"] = cells
+    return table
+
+
 def published_counts(published_dir: Path, langs: set[str], out: Path) -> tuple[pd.DataFrame, list[str]]:
     """``layerscope gains --langs`` on the published PoS files: the dictionary methods, on the
     languages of ``langs`` that they evaluate."""
@@ -133,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(averages.set_index("method")[["n_seeds", "mean", "std"]].round(2)))
     print("\n## Per language: baseline mean ± std over seeds, each method's Δ ± its std (band: + above, − below)\n")
     print(markdown(per_language(gains, realigned)))
+    results = pd.read_csv(Path(__file__).parent / "results.csv")
+    welch = welch_intervals(results, list(per_language(gains, realigned).index))
+    print("\n## Δ per language with a 95% Welch interval over the seeds (* = excludes 0)\n")
+    print(markdown(welch))
+    beyond = {column: (welch[column].str.endswith("*").sum()) for column in welch.columns}
+    print("\nbeyond the interval: " + ", ".join(f"{column}: {count}" for column, count in beyond.items()))
     if args.published is not None:
         langs = set(gains["lang"]) - {"en"}
         table, shared = published_counts(args.published, langs, args.runs / "published")
