@@ -59,7 +59,7 @@ def kind_of(event) -> str:
     """The kind of work of one profiler event (see the module docstring)."""
     if event.name in MATMUL:
         return "matmul"
-    if event.name == "aten::bernoulli_":
+    if event.name in ("aten::bernoulli_", "aten::random_"):
         return "dropout RNG"
     if event.name == "aten::copy_" and event.cpu_parent is not None and event.cpu_parent.name == "aten::_to_copy":
         return "casts"
@@ -93,7 +93,7 @@ def shares(step, precision: str) -> dict[str, float]:
     return {k: v / total for k, v in seconds.items()}
 
 
-def realign_step(encoder, data: Path):
+def realign_step(encoder, data: Path, kernels: str = "auto"):
     """A function that runs one realignment step in a given precision (same batch each time)."""
     from layerscope import optim
     from layerscope.corpora import read_corpus
@@ -105,7 +105,8 @@ def realign_step(encoder, data: Path):
     corpus = read_corpus(f"flores:{data / 'flores200' / 'devtest'}", languages_=["fr", "de", "ru"], limit=64)
     pairs = extract_pairs(encoder.tokenizer, corpus, pair_source(f"dict:{data / 'muse'}"), max_length=96)
     apply_freeze(encoder, parse_freeze_policy("lower", encoder.num_layers))
-    trainer = Realigner(encoder, pairs.examples, layer=encoder.num_layers, lr=2e-5, batch_size=16, seed=0)
+    trainer = Realigner(encoder, pairs.examples, layer=encoder.num_layers, lr=2e-5, batch_size=16, seed=0,
+                        kernels=kernels)
     batch = trainer.batches.next()
     context = optim.sparse_gradients(trainer.optimizer)
     context.__enter__()  # open for good, as Realigner.run keeps it open while it trains
@@ -128,11 +129,12 @@ def realign_step(encoder, data: Path):
     return step
 
 
-def finetune_step(encoder, data: Path):
+def finetune_step(encoder, data: Path, kernels: str = "auto"):
     """A function that runs one fine-tuning step (2 micro-batches of 16) in a given precision."""
     from layerscope import optim
     from layerscope.models import unfreeze_all
-    from layerscope.precision import autocast
+    from layerscope.kernels import training_kernels
+    from layerscope.precision import autocast, full_precision
     from layerscope.tasks import TaskModel
     from layerscope.tasks.data import read_conllu_upos
     from layerscope.tasks.features import encode_tagging
@@ -156,13 +158,15 @@ def finetune_step(encoder, data: Path):
         model.train()
         optimizer.zero_grad(set_to_none=True)
         phases.restart()
-        for batch in micro:
-            with autocast("cpu", precision):
-                logits = model(batch["input_ids"], batch["attention_mask"])
-            loss, units = batch_loss("tagging", logits, batch["labels"])
-            phases.mark("forward")
-            (loss / units).backward()
-            phases.mark("backward")
+        with autocast("cpu", precision):  # one region per step, as train_task opens it
+            for batch in micro:
+                with training_kernels("cpu", kernels):
+                    logits = model(batch["input_ids"], batch["attention_mask"])
+                with full_precision("cpu"):
+                    loss, units = batch_loss("tagging", logits, batch["labels"])
+                    phases.mark("forward")
+                    (loss / units).backward()
+                phases.mark("backward")
         if not profiled:
             optimizer.step()
             phases.mark("optimiser")
@@ -204,6 +208,8 @@ def main() -> None:
     add_e5_options(parser)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds (3)")
     parser.add_argument("--jobs", default="realign,finetune", help="which of realign, finetune (both)")
+    parser.add_argument("--kernels", default="auto", choices=["auto", "fast", "torch"],
+                        help="training kernels, as the product's --kernels (auto: fast on a CPU)")
     args = parser.parse_args()
     set_threads(args.threads)
 
@@ -214,9 +220,9 @@ def main() -> None:
     jobs = args.jobs.split(",")
     rows = {}
     if "realign" in jobs:
-        rows["realignment step, batch 16, freeze lower"] = measure(realign_step(encoder, data), args.repeats)
+        rows["realignment step, batch 16, freeze lower"] = measure(realign_step(encoder, data, args.kernels), args.repeats)
     if "finetune" in jobs:
-        rows["fine-tuning step, batch 32, UPOS, all parameters"] = measure(finetune_step(encoder, data),
+        rows["fine-tuning step, batch 32, UPOS, all parameters"] = measure(finetune_step(encoder, data, args.kernels),
                                                                          args.repeats)
     print(f"\n{args.model}, {torch.get_num_threads()} threads, median of {args.repeats} interleaved rounds: "
           "seconds of each phase, and each kind's share of the forward and backward passes (profiled)")

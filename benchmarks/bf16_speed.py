@@ -64,7 +64,8 @@ def time_extraction(encoder, sentences: list[str], repeats: int) -> dict[str, fl
     return interleaved(lambda p: extract(encoder, sentences, lang="en", precision=p), repeats)
 
 
-def time_realign_step(encoder, data: Path, *, freeze: str, sentences: int, repeats: int) -> dict[str, float]:
+def time_realign_step(encoder, data: Path, *, freeze: str, sentences: int, repeats: int,
+                      kernels: str = "auto") -> dict[str, float]:
     """One Realigner (one copy of the weights in memory) whose forward precision is switched
     between steps; the steps keep training the same weights, which does not change their cost."""
     from layerscope import optim
@@ -77,7 +78,8 @@ def time_realign_step(encoder, data: Path, *, freeze: str, sentences: int, repea
     corpus = read_corpus(f"flores:{data / 'flores200' / 'devtest'}", languages_=["fr", "de", "ru"], limit=sentences)
     pairs = extract_pairs(encoder.tokenizer, corpus, pair_source(f"dict:{data / 'muse'}"), max_length=96)
     apply_freeze(encoder, parse_freeze_policy(freeze, encoder.num_layers))
-    trainer = Realigner(encoder, pairs.examples, layer=encoder.num_layers, lr=2e-5, batch_size=16, seed=0)
+    trainer = Realigner(encoder, pairs.examples, layer=encoder.num_layers, lr=2e-5, batch_size=16, seed=0,
+                        kernels=kernels)
 
     sampler = trainer.batches.sampler
     round_start: list[dict] = []
@@ -102,7 +104,7 @@ def time_realign_step(encoder, data: Path, *, freeze: str, sentences: int, repea
         unfreeze_all(encoder)
 
 
-def time_finetune_step(encoder, data: Path, *, steps: int, repeats: int) -> dict[str, float]:
+def time_finetune_step(encoder, data: Path, *, steps: int, repeats: int, kernels: str = "auto") -> dict[str, float]:
     """Seconds per step of :func:`train_task`, from its step callbacks: steps 2 … ``steps`` of
     each call (the first allocates AdamW's states)."""
     from layerscope.tasks import TaskModel, TrainSettings, train_task
@@ -119,7 +121,7 @@ def time_finetune_step(encoder, data: Path, *, steps: int, repeats: int) -> dict
     def job(precision: str) -> None:
         marks: list[float] = []
         train_task(model, features, settings, pad_id=encoder.tokenizer.pad_token_id, precision=precision,
-                   on_step=lambda _step, _loss: marks.append(time.perf_counter()))
+                   kernels=kernels, on_step=lambda _step, _loss: marks.append(time.perf_counter()))
         per_step[precision].append((marks[-1] - marks[0]) / (len(marks) - 1))
 
     interleaved(job, repeats)
@@ -135,6 +137,8 @@ def main() -> None:
     parser.add_argument("--ft-steps", type=int, default=3, help="fine-tuning steps per timed run (3; ≥ 2)")
     parser.add_argument("--jobs", default="extraction,realign,finetune",
                         help="which of extraction, realign, finetune to time (all three)")
+    parser.add_argument("--kernels", default="auto", choices=["auto", "fast", "torch"],
+                        help="training kernels of the steps, as the product's --kernels (auto: fast on a CPU)")
     parser.add_argument("--quick", action="store_true", help="64 sentences, 2 rounds, 2 fine-tuning steps")
     parser.add_argument("--agreement", metavar="FILE", help="bf16_agreement.py --json output to print beside")
     args = parser.parse_args()
@@ -155,10 +159,10 @@ def main() -> None:
         rows[f"extraction, {args.sentences} sentences, all layers"] = time_extraction(encoder, sentences, args.repeats)
     if "realign" in jobs:
         rows[f"realignment step, batch 16, freeze {args.freeze}"] = time_realign_step(
-            encoder, data, freeze=args.freeze, sentences=64, repeats=args.repeats)
+            encoder, data, freeze=args.freeze, sentences=64, repeats=args.repeats, kernels=args.kernels)
     if "finetune" in jobs:
         rows["fine-tuning step, batch 32, UPOS, all parameters"] = time_finetune_step(
-            encoder, data, steps=args.ft_steps, repeats=args.repeats)
+            encoder, data, steps=args.ft_steps, repeats=args.repeats, kernels=args.kernels)
     agreement = json.loads(Path(args.agreement).read_text()) if args.agreement else None
     print(f"\n{args.model}, {torch.get_num_threads()} threads, native bf16: {cpu_has_native_bf16()}, "
           f"median of {args.repeats} interleaved rounds")

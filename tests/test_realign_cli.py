@@ -58,6 +58,7 @@ def test_realign_command_end_to_end(setup):
     payload = torch.load(out, weights_only=True)
     meta = payload["meta"]
     assert meta["freeze"]["frozen_blocks"] == [0, 1] and meta["steps"] == 3 and meta["languages"] == ["fr", "zh"]
+    assert meta["kernels"] == "fast"  # auto on a CPU
     base_state = torch.load(base, weights_only=True)["state_dict"]
     for name, value in payload["state_dict"].items():
         frozen = name.startswith(("encoder.layer.0.", "encoder.layer.1.")) or name.startswith("pooler.")
@@ -95,6 +96,20 @@ def test_realign_command_errors(setup, capsys, extra, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("layerscope: error:") and message in err[-1]
     assert not (root / "never.pt").exists()
+
+
+def test_kernels_option_is_recorded_and_checked(setup, capsys):
+    from layerscope import cli
+
+    root, base, corpus, muse = setup
+    out = root / "torch-kernels.pt"
+    common = [str(base), "--parallel", f"tsv:{corpus}", "--pairs", f"dict:{muse}", "--langs", "fr", "--steps", "2",
+              "--batch-size", "4", "--device", "cpu", "-o", str(out)]
+    assert cli.main(["realign", *common, "--kernels", "torch"]) == 0
+    assert torch.load(out, weights_only=True)["meta"]["kernels"] == "torch"
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["realign", *common, "--kernels", "cuda", "--force"])
+    assert exited.value.code == 2 and "--kernels" in capsys.readouterr().err
 
 
 def test_help_has_examples():

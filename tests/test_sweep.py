@@ -90,6 +90,16 @@ def test_run_arguments_and_paths(tmp_path):
     pos = runs["mbert__pos__freeze_realign_unfreeze_last_half_fastalign__seed66"]
     assert pos.finetune["pairs"] == "eflomal" and pos.finetune["freeze"] == "upper"
     assert pos.finetune["train"] == [str(tmp_path / "ud" / "en_ewt-ud-train.conllu")]
+    assert base.finetune["kernels"] == "auto"  # the training kernels reach finetune
+
+
+def test_kernels_key_reaches_every_run_and_is_checked(tmp_path):
+    with_kernels = GRID.replace("[sweep]\n", '[sweep]\nkernels = "torch"\n', 1)
+    assert with_kernels != GRID
+    runs = expand(load_config(write(tmp_path, with_kernels)))
+    assert {r.finetune["kernels"] for r in runs} == {"torch"}
+    with pytest.raises(LayerscopeError, match="kernels"):
+        load_config(write(tmp_path, GRID.replace("[sweep]\n", '[sweep]\nkernels = "cuda"\n', 1)))
 
 
 def test_per_task_aligners(tmp_path):

@@ -117,6 +117,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     runtime.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                          help="forward-pass autocast (default: auto = bf16 on a GPU or a CPU with native bf16, "
                               "else fp32; losses and optimiser states stay float32)")
+    runtime.add_argument("--kernels", default="auto", choices=["auto", "fast", "torch"],
+                         help="training kernels (default: auto = fast on a CPU: cheaper dropout masks, attention "
+                              "with dropout in the autocast dtype, shared casts; torch = PyTorch's own)")
     runtime.add_argument("--trust-remote-code", action="store_true",
                          help="allow model code from the hub (off by default: it runs arbitrary code)")
     runtime.add_argument("-o", "--output", required=True, metavar="RESULTS.csv",
@@ -167,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
         model_name=args.model_name,
         device=args.device,
         precision=args.precision,
+        kernels=args.kernels,
         trust_remote_code=args.trust_remote_code,
         output=args.output,
         force=args.force,

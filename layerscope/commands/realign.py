@@ -96,6 +96,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                         help="forward-pass precision (default: auto = bf16 autocast on a GPU or a CPU with "
                              "native bf16, else fp32; the loss and Adam states stay float32)")
+    parser.add_argument("--kernels", default="auto", choices=["auto", "fast", "torch"],
+                        help="training kernels (default: auto = fast on a CPU: cheaper dropout masks, attention "
+                             "with dropout in the autocast dtype, shared casts; torch = PyTorch's own)")
     parser.add_argument("-o", "--output", required=True, metavar="FILE", help="realigned checkpoint to write (.pt)")
     parser.add_argument("--force", action="store_true", help="replace an existing output file")
 
@@ -138,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
         pivot=args.pivot,
         device=args.device,
         precision=args.precision,
+        kernels=args.kernels,
         held_out=args.held_out,
         limit=args.limit,
         segmenter=args.segmenter,

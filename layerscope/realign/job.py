@@ -26,6 +26,7 @@ from ..models.checkpoint import Checkpoint, save_checkpoint
 from ..models.encoder import Encoder, checkpoint_from_encoder
 from ..models.freezing import FreezePolicy, apply_freeze, parse_freeze_policy, unfreeze_all
 from ..outputs import atomic_write, check_writable_location
+from ..kernels import check_kernels, resolve_kernels
 from ..precision import check_precision, resolve_precision
 from ..provenance import versions
 from .data import RealignmentData, extract_pairs
@@ -206,8 +207,8 @@ def _load_partial(path: Path, fingerprint: dict) -> dict:
         raise LayerscopeError(f"cannot read the resume state ({str(exc).splitlines()[0]})", source=path) from None
     if not isinstance(payload, dict) or "resume" not in payload or "state_dict" not in payload:
         raise LayerscopeError("not a layerscope realignment resume state", source=path)
-    # states saved before precision was recorded were all trained in fp32
-    saved = {"precision": "fp32", **payload["resume"]["fingerprint"]}
+    # states saved before precision and kernels were recorded: fp32 with PyTorch's kernels
+    saved = {"precision": "fp32", "kernels": "torch", **payload["resume"]["fingerprint"]}
     differing = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
     if differing:
         detail = "; ".join(f"{k}: saved {saved.get(k)!r}, now {fingerprint.get(k)!r}" for k in differing[:4])
@@ -237,6 +238,7 @@ def realign(
     pivot: str = "en",
     device: str | torch.device | None = "cpu",
     precision: str = "auto",
+    kernels: str = "auto",
     held_out: int = 0,
     limit: int | None = None,
     segmenter: str | None = None,
@@ -282,6 +284,8 @@ def realign(
         match as written, as published.
     precision : the encoder's forward pass: ``auto`` (bf16 where the GPU or CPU has native bf16),
         ``fp32`` or ``bf16``; the head, loss and Adam states stay float32. Recorded in the meta.
+    kernels : the training forward pass's dropout, attention and casts: ``auto`` (``fast`` on a
+        CPU, ``torch`` elsewhere), ``fast`` or ``torch`` (:mod:`layerscope.kernels`). Recorded.
     on_step : called as ``on_step(step, loss)`` after every step.
     """
     # ---------------------------------------------------------------- cheap checks first
@@ -297,6 +301,7 @@ def realign(
     if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
         raise LayerscopeError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
     check_precision(precision)
+    check_kernels(kernels)
     if (checkpoint_every or resume) and output is None:
         raise LayerscopeError("periodic checkpoints and resume need an output path (-o realigned.pt)")
     output_path = Path(output) if output is not None else None
@@ -310,6 +315,7 @@ def realign(
     check_layer_policy(policy, realign_layer, encoder.num_layers)
     learning_rate = float(lr) if lr is not None else default_lr(encoder)
     used_precision = resolve_precision(encoder.device, precision)
+    used_kernels = resolve_kernels(encoder.device, kernels)
 
     corpus = _read_parallel(parallel, pivot=pivot, langs=langs, limit=limit)
     _check_aligned(corpus)
@@ -343,6 +349,7 @@ def realign(
         "max_length": max_length,
         "negatives": negatives,
         "precision": used_precision,
+        "kernels": used_kernels,
     }
     d = encoder.hidden_size
     meta: dict[str, Any] = {
@@ -371,6 +378,7 @@ def realign(
         "projection": f"Linear({d},{d})-ReLU-Linear({d},{PROJECTION_SIZE}), discarded after realignment",
         "max_length": max_length,
         "precision": used_precision,
+        "kernels": used_kernels,
         "seed": seed,
         "pivot": train_corpus.pivot,
         "languages": data.languages,
@@ -386,7 +394,7 @@ def realign(
     apply_freeze(encoder, policy)
     realigner = Realigner(encoder, data.examples, layer=realign_layer, lr=learning_rate,
                           batch_size=batch_size, seed=seed, accumulation=accumulation, workers=team,
-                          precision=used_precision)
+                          precision=used_precision, kernels=used_kernels)
     partial = partial_path(output_path) if output_path is not None else None
     if resume and partial is not None:
         if team.is_main:

@@ -25,6 +25,7 @@ from .. import optim, progress
 from ..distributed import SINGLE, Workers
 from ..errors import LayerscopeError
 from ..models.encoder import Encoder
+from ..kernels import training_kernels
 from ..precision import autocast, full_precision
 from ..probes.activations import capture_output
 from .data import Batch, Example, RoundRobinSampler, collate
@@ -51,15 +52,17 @@ def hidden_at_layer(encoder: Encoder, input_ids: torch.Tensor, attention_mask: t
 
 
 def realignment_loss(encoder: Encoder, head: RealignmentHead, batch: Batch, layer: int,
-                     temperature: float = TEMPERATURE, precision: str = "fp32") -> torch.Tensor:
+                     temperature: float = TEMPERATURE, precision: str = "fp32",
+                     kernels: str = "torch") -> torch.Tensor:
     """The contrastive realignment loss of one batch (gradients reach the encoder and head).
 
     The candidates are the batch's words (``batch.word_index``): every word of every sentence
     as published, or the aligned words only when the examples were built with
     ``negatives="aligned"`` (see :func:`~layerscope.realign.data.extract_pairs`). The encoder's
-    forward pass runs in ``precision``; the head and the loss always in float32."""
+    forward pass runs in ``precision`` with ``kernels`` (:mod:`layerscope.kernels`); the
+    head and the loss always in float32."""
     batch = batch.to(encoder.device)
-    with autocast(encoder.device, precision):
+    with autocast(encoder.device, precision), training_kernels(encoder.device, kernels):
         hidden = hidden_at_layer(encoder, batch.input_ids, batch.attention_mask, layer)
     words = hidden[batch.word_index[0], batch.word_index[1]]  # (M, d)
     with full_precision(encoder.device):
@@ -105,9 +108,10 @@ class _LossModule(torch.nn.Module):
     that DistributedDataParallel can wrap (and all-reduce the gradients of) both."""
 
     def __init__(self, encoder: Encoder, head: RealignmentHead, layer: int, temperature: float,
-                 precision: str = "fp32") -> None:
+                 precision: str = "fp32", kernels: str = "torch") -> None:
         super().__init__()
         self.precision = precision
+        self.kernels = kernels
         self.model = encoder.model
         self.head = head
         self.encoder = encoder
@@ -115,7 +119,8 @@ class _LossModule(torch.nn.Module):
         self.temperature = temperature
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        return realignment_loss(self.encoder, self.head, batch, self.layer, self.temperature, self.precision)
+        return realignment_loss(self.encoder, self.head, batch, self.layer, self.temperature, self.precision,
+                                 self.kernels)
 
 
 class Realigner:
@@ -123,7 +128,8 @@ class Realigner:
 
     Seeds the global torch generator with ``seed`` (dropout draws from it) and builds the head
     right after, so a run is reproducible on CPU. ``precision`` (``fp32``, ``bf16``, ``auto``) is
-    that of the encoder's forward pass (:mod:`layerscope.precision`).
+    that of the encoder's forward pass (:mod:`layerscope.precision`), ``kernels`` (``torch``,
+    ``fast``, ``auto``) how its dropout and attention are computed (:mod:`layerscope.kernels`).
 
     One optimiser step averages the gradients of ``accumulation`` micro-batches of
     ``batch_size`` sentence pairs on each of the ``workers``' processes (each micro-batch's mean
@@ -133,7 +139,8 @@ class Realigner:
 
     def __init__(self, encoder: Encoder, examples: dict[str, list[Example]], *, layer: int, lr: float,
                  batch_size: int = 16, seed: int = 0, temperature: float = TEMPERATURE,
-                 accumulation: int = 1, workers: Workers = SINGLE, precision: str = "fp32") -> None:
+                 accumulation: int = 1, workers: Workers = SINGLE, precision: str = "fp32",
+                 kernels: str = "torch") -> None:
         if not isinstance(accumulation, int) or accumulation < 1:
             raise LayerscopeError(f"gradient accumulation must be a positive integer, got {accumulation!r}")
         self.encoder = encoder
@@ -153,7 +160,8 @@ class Realigner:
         # parallelism they are read after DistributedDataParallel's all-reduce.
         self.optimizer = optim.adam([*trainable, *self.head.parameters()], lr=lr,
                                     embeddings=optim.word_embeddings(encoder.model), hook=not workers.distributed)
-        self.loss_module = workers.wrap(_LossModule(encoder, self.head, layer, temperature, precision))
+        self.loss_module = workers.wrap(_LossModule(encoder, self.head, layer, temperature, precision,
+                                                            kernels))
         self.step = 0
         self.history: list[float] = []
 

@@ -24,6 +24,7 @@ EXECUTORS = ("local", "slurm", "debug")
 SCHEDULES = ("before", "during")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+KERNELS = ("auto", "fast", "torch")
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*$")
 _CORPUS_KINDS_WITH_PATH = ("flores", "tatoeba", "pud", "tsv")
 _CHECKPOINT_SUFFIXES = (".pt", ".safetensors", ".bin")
@@ -92,6 +93,7 @@ class SweepConfig:
     baseline: bool
     device: str
     precision: str
+    kernels: str
     models: dict[str, ModelEntry]
     tasks: dict[str, TaskEntry]
     aligners: dict[str, AlignerEntry]
@@ -239,7 +241,7 @@ def parse_config(data: dict[str, Any], *, path: str | Path, base: str | Path | N
     top = _Table(data, "", path, ("sweep", "models", "tasks", "aligners", "executor"))
     sweep = _Table(top.get("sweep", "table"), "sweep", path,
                    ("name", "output", "seeds", "freeze", "schedules", "baseline", "parallel", "realign_langs",
-                    "device", "precision", *_REALIGN_OPTIONS))
+                    "device", "precision", "kernels", *_REALIGN_OPTIONS))
     seeds = _seeds(sweep)
     schedules = tuple(_as_list(sweep.get("schedules", "string or list of strings", ["before"])))
     for schedule in schedules:
@@ -263,7 +265,8 @@ def parse_config(data: dict[str, Any], *, path: str | Path, base: str | Path | N
         path=path, name=sweep.get("name", "string", path.stem), seeds=seeds, freeze=freeze, schedules=schedules,
         output=Path(paths.path(output, "sweep.output")) if output else paths.base / "runs" / path.stem,
         baseline=baseline, device=sweep.choice("device", DEVICES, "auto"),
-        precision=sweep.choice("precision", PRECISIONS, "auto"), models=models, tasks=tasks, aligners=aligners,
+        precision=sweep.choice("precision", PRECISIONS, "auto"), kernels=sweep.choice("kernels", KERNELS, "auto"),
+        models=models, tasks=tasks, aligners=aligners,
         executor=_executor(top, path), local_paths={}, realign_options=_realign_options(sweep),
     )
     paths.found.pop("sweep.output", None)

@@ -89,7 +89,8 @@ def _finetune_kwargs(config: SweepConfig, model: ModelEntry, task: TaskEntry, me
     options = dict(task.options)
     kwargs: dict[str, Any] = {"task": task.task, "train": task.train, "eval": task.eval, "seeds": [seed],
                               "method": method, "model_name": model.name, "device": config.device,
-                              "precision": config.precision}
+                              "precision": config.precision,
+                              "kernels": config.kernels}
     if task.dev is not None:
         kwargs["dev"] = task.dev
     if model.arch is not None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..corpora import languages
+from ..kernels import check_kernels
 from ..errors import LayerscopeError
 from .registry import Task, get_task
 
@@ -52,6 +53,7 @@ class FinetuneConfig:
     during_weight: float = 0.1
     device: str = "auto"
     precision: str = "auto"
+    kernels: str = "auto"
     eval_batch_size: int = 64
     model_type: str | None = None  # the model config's; picks the learning rate (XLM-R: 7.5e-6)
 
@@ -95,6 +97,7 @@ class FinetuneConfig:
             raise LayerscopeError(f"the during weight must be positive, got {self.during_weight!r}")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise LayerscopeError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+        check_kernels(self.kernels)
         object.__setattr__(self, "source_lang", languages.normalize(self.source_lang, source="source language"))
         self.train_settings(0)  # validates batch sizes, lr, warm-up, epochs
 

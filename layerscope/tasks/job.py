@@ -34,6 +34,7 @@ import torch
 
 from ..distributed import workers
 from ..errors import LayerscopeError
+from ..kernels import resolve_kernels
 from ..precision import resolve_precision
 from .config import DEFAULT_SEEDS, FinetuneConfig
 from .evaluate import majority_scores
@@ -176,7 +177,7 @@ def _realign_before(encoder, config: FinetuneConfig, seed: int, steps: int, pivo
         freeze=config.freeze_policy, steps=steps, batch_size=config.realign_batch_size, lr=config.realign_lr,
         layer=config.realign_layer, max_length=config.realign_max_length, seed=seed, device=device, inplace=True,
         pivot=pivot, negatives=config.realign_negatives, keep_space_tokens=config.realign_keep_space_tokens,
-        casefold=config.realign_casefold, precision=config.precision,
+        casefold=config.realign_casefold, precision=config.precision, kernels=config.kernels,
     )
     info = {"steps": steps, "distinct": int(sum(result.sentence_counts.values())),
             "repeated": steps * config.realign_batch_size,
@@ -225,7 +226,7 @@ def _one_run(base, prep: _Prepared, spec: Task, config: FinetuneConfig, *, label
     pad_id = encoder.tokenizer.pad_token_id
     history = train_task(model, prep.train_features, config.train_settings(seed), pad_id=pad_id,
                          objective=objective, realign_params=realign_params, device=device,
-                         precision=config.precision, desc=f"{label} seed {seed}", workers=workers(device))
+                         precision=config.precision, kernels=config.kernels, desc=f"{label} seed {seed}", workers=workers(device))
 
     def evaluate(examples, features):
         return evaluate_language(model, spec.name, examples, features, prep.labels or None, pad_id=pad_id,
@@ -304,6 +305,7 @@ def finetune(
     model_name: str | None = None,
     device: str = "auto",
     precision: str = "auto",
+    kernels: str = "auto",
     trust_remote_code: bool = False,
     output: str | os.PathLike | None = None,
     force: bool = False,
@@ -348,6 +350,8 @@ def finetune(
     model : architecture and tokenizer for bare weights; ``model_name``: the ``model`` column.
     device : ``auto``, ``cpu`` or ``cuda``; ``precision``: ``auto`` (bf16 autocast on a GPU or
         a CPU with native bf16, see :mod:`layerscope.precision`), ``fp32``, ``bf16``; the one used is in ``run``.
+    kernels : training kernels: ``auto`` (``fast`` on a CPU, ``torch`` on a GPU), ``fast`` or
+        ``torch`` (:mod:`layerscope.kernels`); the one used is in ``run``.
     output : write ``output`` (per-seed CSV), ``<stem>.tidy.csv`` and ``<stem>.json``; they are
         rewritten after every run, so an interrupted job keeps the finished seeds.
 
@@ -370,7 +374,7 @@ def finetune(
         freeze=freeze, realign_steps=realign_steps, realign_lr=realign_lr, realign_layer=realign_layer,
         realign_batch_size=realign_batch_size, realign_negatives=realign_negatives,
         realign_keep_space_tokens=realign_keep_space_tokens, realign_casefold=realign_casefold,
-        during_weight=during_weight, device=device, precision=precision,
+        during_weight=during_weight, device=device, precision=precision, kernels=kernels,
     )
     spec = config.task_spec
     paths = output_paths(output) if output is not None else {}
@@ -429,6 +433,7 @@ def finetune(
         "git_revision": provenance.git_revision(),
         "device": str(target),
         "precision": resolve_precision(target, config.precision),
+        "kernels": resolve_kernels(target, config.kernels),
     }
     result = FinetuneResult(wide=pd.DataFrame(), tidy=pd.DataFrame(), run=run_info, reference=reference,
                             paths=paths)

@@ -32,7 +32,8 @@ import torch
 from .. import optim, progress
 from ..distributed import SINGLE, Workers
 from ..errors import LayerscopeError
-from ..precision import autocast
+from ..kernels import training_kernels
+from ..precision import autocast, full_precision
 from .features import IGNORE, Feature
 from .heads import TaskModel, batch_loss
 
@@ -151,14 +152,16 @@ def _units(features: Sequence[Feature], indices: Sequence[int], kind: str) -> in
 
 def train_task(model: TaskModel, features: Sequence[Feature], settings: TrainSettings, *, pad_id: int,
                objective=None, realign_params: Sequence[torch.nn.Parameter] | None = None,
-               device: torch.device | str = "cpu", precision: str = "auto",
+               device: torch.device | str = "cpu", precision: str = "auto", kernels: str = "auto",
                on_step: Callable[[int, float], None] | None = None, desc: str = "fine-tune",
                workers: Workers = SINGLE) -> TrainHistory:
     """Fine-tune ``model`` on ``features``; returns the loss history.
 
     ``objective``: a :class:`layerscope.realign.RealignmentObjective` for the ``during``
     schedule (its head is trained too); ``realign_params``: the encoder parameters the
-    realignment gradient may reach (default: all).
+    realignment gradient may reach (default: all). Forward passes run in ``precision``
+    (:mod:`layerscope.precision`) with ``kernels`` (``auto``: the fast CPU kernels of
+    :mod:`layerscope.kernels` on a CPU).
     """
     if not features:
         raise LayerscopeError("no training examples")
@@ -207,20 +210,24 @@ def train_task(model: TaskModel, features: Sequence[Feature], settings: TrainSet
             mine = micro_indices[workers.rank::workers.world_size]
             optimizer.zero_grad(set_to_none=True)
             task_total = 0.0
-            for position, chunk in enumerate(mine):
-                batch = collate([features[i] for i in chunk], pad_id, model.kind, device)
-                with workers.no_sync(wrapped, last=position == len(mine) - 1):
-                    with autocast(device, precision):
-                        logits = wrapped(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
-                    loss, _ = batch_loss(model.kind, logits, batch["labels"])
-                    scaled = loss / units if not workers.distributed else loss * (workers.world_size / units)
-                    scaled.backward()
-                task_total += float(loss.detach())
+            # One autocast region per step: its cache casts each weight to bf16 once for all the
+            # micro-batches (the optimiser changes them only after); losses and backward in fp32.
+            with autocast(device, precision):
+                for position, chunk in enumerate(mine):
+                    batch = collate([features[i] for i in chunk], pad_id, model.kind, device)
+                    with workers.no_sync(wrapped, last=position == len(mine) - 1):
+                        with training_kernels(device, kernels):
+                            logits = wrapped(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+                        with full_precision(device):
+                            loss, _ = batch_loss(model.kind, logits, batch["labels"])
+                            scaled = loss / units if not workers.distributed else loss * (workers.world_size / units)
+                            scaled.backward()
+                    task_total += float(loss.detach())
             task_value = workers.sum(task_total) / units
             if not math.isfinite(task_value):
                 raise LayerscopeError(f"task loss became {task_value} at step {step + 1}; lower the learning rate")
             if objective is not None:
-                with autocast(device, precision):
+                with autocast(device, precision), training_kernels(device, kernels):
                     realign = objective.loss()
                 scaled = objective.weight * realign.float()
                 if realign_params is None:
