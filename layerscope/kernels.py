@@ -42,7 +42,6 @@ from .errors import LayerscopeError
 
 KERNELS = ("auto", "torch", "fast")
 _LEVELS = 1 << 16  # 16-bit uniform integers
-_DROPOUT_FUNCS = {F.dropout, torch.dropout}
 
 
 def check_kernels(kernels: str) -> str:
@@ -159,7 +158,7 @@ class FastKernelsMode(TorchFunctionMode):
             return self._linear(*args, **kwargs)
         if func is torch.dropout:  # torch.dropout(input, p, train)
             return fast_dropout(*_arguments(args, kwargs, ("input", "p", "train"), {}))
-        if func in _DROPOUT_FUNCS:
+        if func is F.dropout:
             return fast_dropout(*_arguments(args, kwargs, ("input", "p", "training", "inplace"),
                                             {"p": 0.5, "training": True, "inplace": False}))
         if func is F.scaled_dot_product_attention:
@@ -173,19 +172,18 @@ class FastKernelsMode(TorchFunctionMode):
         device = x.device.type
         if device in ("cpu", "cuda") and torch.is_autocast_enabled(device):
             dtype = torch.get_autocast_dtype(device)
-            x, weight = self._shared_cast(x), _frozen_cast(weight, dtype)
+            x, weight = self._shared_cast(x, dtype), _frozen_cast(weight, dtype)
             bias = _frozen_cast(bias, dtype) if bias is not None else None
         return F.linear(x, weight, bias)
 
-    def _shared_cast(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` cast to the autocast dtype once for all the linear layers that read it in a row."""
-        device = x.device.type
-        if device not in ("cpu", "cuda") or not torch.is_autocast_enabled(device) or x.dtype != torch.float32:
+    def _shared_cast(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """``x`` cast to ``dtype`` once for all the linear layers that read it in a row."""
+        if x.dtype != torch.float32:
             return x
         key = (x._version, x.shape, x.stride(), x.storage_offset())
         if self._cast_source is not None and self._cast_source() is x and self._cast_key == key:
             return self._cast
-        self._cast = x.to(torch.get_autocast_dtype(device))
+        self._cast = x.to(dtype)
         self._cast_source, self._cast_key = weakref.ref(x), key
         return self._cast
 

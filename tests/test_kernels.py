@@ -4,6 +4,7 @@ realignment and fine-tuning take them, record them, and stay deterministic."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -174,8 +175,6 @@ def test_shared_and_frozen_casts_are_the_roundings_autocast_makes():
         with torch.autocast("cpu", dtype=torch.bfloat16), mode:
             return model(input_ids=ids).last_hidden_state
 
-    import contextlib
-
     plain = forward(contextlib.nullcontext())
     fast = forward(FastKernelsMode())
     assert torch.equal(plain, fast)
@@ -192,6 +191,9 @@ def test_resolve_and_check():
     assert isinstance(training_kernels("cpu", "auto"), FastKernelsMode)
     with pytest.raises(LayerscopeError, match="unknown training kernels"):
         kernels.check_kernels("triton")
+    from layerscope.sweep import config as sweep_config  # its own copy: reading a sweep file needs no torch
+
+    assert set(sweep_config.KERNELS) == set(kernels.KERNELS)
 
 
 # --------------------------------------------------------------------------- the jobs
