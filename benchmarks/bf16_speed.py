@@ -12,9 +12,13 @@ that a busy machine slows both alike; the table shows the median seconds and the
   policy ``--freeze`` (``lower``, the AlignFreeze default: the embeddings train, and Adam moves
   the rows of the embedding matrix touched so far; ``lower+embeddings`` leaves it out); both
   precisions of a round take the same batch;
-- fine-tuning step: :func:`layerscope.tasks.train_task` (UPOS head, effective batch 32 in
-  micro-batches of 16, AdamW over every parameter) for ``--ft-steps`` steps on UD English-EWT
-  dev sentences; the seconds of steps 2 … N (the first allocates AdamW's states) per step.
+- fine-tuning step: :func:`layerscope.tasks.train_task` (UPOS head, batch 32 in one forward
+  pass as the product's default, or in micro-batches of ``--micro-batch-size``, AdamW over every
+  parameter) for ``--ft-steps`` steps on UD English-EWT dev sentences; the seconds of steps
+  2 … N (the first allocates AdamW's states) per step.
+
+``--kernels`` picks the training kernels of both steps as the product's option does (``auto``:
+the fast CPU kernels of :mod:`layerscope.kernels`, their fused optimiser step included).
 
 One copy of the weights is kept in memory (the realignment and fine-tuning steps train it in
 turn; their cost does not depend on the values of the weights).
@@ -104,7 +108,8 @@ def time_realign_step(encoder, data: Path, *, freeze: str, sentences: int, repea
         unfreeze_all(encoder)
 
 
-def time_finetune_step(encoder, data: Path, *, steps: int, repeats: int, kernels: str = "auto") -> dict[str, float]:
+def time_finetune_step(encoder, data: Path, *, steps: int, repeats: int, kernels: str = "auto",
+                       micro_batch_size: int | None = None) -> dict[str, float]:
     """Seconds per step of :func:`train_task`, from its step callbacks: steps 2 … ``steps`` of
     each call (the first allocates AdamW's states)."""
     from layerscope.tasks import TaskModel, TrainSettings, train_task
@@ -114,7 +119,7 @@ def time_finetune_step(encoder, data: Path, *, steps: int, repeats: int, kernels
     sentences = read_conllu_upos(data / "ud" / "en_ewt" / "en_ewt-ud-dev.conllu", limit=32 * steps)
     labels = sorted({tag for s in sentences for tag in s.labels})
     features = encode_tagging(encoder.tokenizer, sentences, {t: i for i, t in enumerate(labels)}, max_length=128)
-    settings = TrainSettings(steps=steps, batch_size=32, micro_batch_size=16, lr=5e-5)
+    settings = TrainSettings(steps=steps, batch_size=32, micro_batch_size=micro_batch_size, lr=5e-5)
     model = TaskModel(encoder, "tagging", len(labels))
     per_step: dict[str, list[float]] = {p: [] for p in PRECISIONS}
 
@@ -139,6 +144,8 @@ def main() -> None:
                         help="which of extraction, realign, finetune to time (all three)")
     parser.add_argument("--kernels", default="auto", choices=["auto", "fast", "torch"],
                         help="training kernels of the steps, as the product's --kernels (auto: fast on a CPU)")
+    parser.add_argument("--micro-batch-size", type=int,
+                        help="fine-tuning micro-batch (default: the product's, the batch of 32 in one pass)")
     parser.add_argument("--quick", action="store_true", help="64 sentences, 2 rounds, 2 fine-tuning steps")
     parser.add_argument("--agreement", metavar="FILE", help="bf16_agreement.py --json output to print beside")
     args = parser.parse_args()
@@ -161,11 +168,13 @@ def main() -> None:
         rows[f"realignment step, batch 16, freeze {args.freeze}"] = time_realign_step(
             encoder, data, freeze=args.freeze, sentences=64, repeats=args.repeats, kernels=args.kernels)
     if "finetune" in jobs:
-        rows["fine-tuning step, batch 32, UPOS, all parameters"] = time_finetune_step(
-            encoder, data, steps=args.ft_steps, repeats=args.repeats, kernels=args.kernels)
+        split = f" ({32 // args.micro_batch_size} × {args.micro_batch_size})" if args.micro_batch_size else ""
+        rows[f"fine-tuning step, batch 32{split}, UPOS, all parameters"] = time_finetune_step(
+            encoder, data, steps=args.ft_steps, repeats=args.repeats, kernels=args.kernels,
+            micro_batch_size=args.micro_batch_size)
     agreement = json.loads(Path(args.agreement).read_text()) if args.agreement else None
     print(f"\n{args.model}, {torch.get_num_threads()} threads, native bf16: {cpu_has_native_bf16()}, "
-          f"median of {args.repeats} interleaved rounds")
+          f"kernels {args.kernels}, median of {args.repeats} interleaved rounds")
     print("| work | fp32 s | bf16 s | fp32 / bf16 |")
     print("|---|---|---|---|")
     for name, seconds in rows.items():
@@ -185,7 +194,8 @@ def main() -> None:
                   f"{pos['max_abs_mean_diff']:.4f} | fp32 seed spread: smallest {spread:.4f}; "
                   f"{pos['langs_inside_seed_spread']} of {pos['langs']} languages inside it |")
     figures = {"model": args.model, "threads": torch.get_num_threads(), "native_bf16": cpu_has_native_bf16(),
-               "repeats": args.repeats, "seconds": rows,
+               "repeats": args.repeats, "kernels": args.kernels, "micro_batch_size": args.micro_batch_size,
+               "seconds": rows,
                "ratios": {name: s["fp32"] / s["bf16"] for name, s in rows.items()}}
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1))

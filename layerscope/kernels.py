@@ -6,7 +6,9 @@ CPU"): PyTorch draws dropout masks with ``bernoulli_``, which runs on one thread
 draws/s here); with dropout on, the CPU ``scaled_dot_product_attention`` has no fused kernel and
 takes a math path that runs in float32 whatever autocast asks, with a safe softmax and four
 extra casts per layer; and autocast casts the input of the query, key and value projections to
-bf16 three times. ``kernels="fast"`` changes these three things and nothing else:
+bf16 three times. The optimiser step adds a fixed cost that bf16 does not shorten: PyTorch's
+default ``foreach`` Adam makes several passes over every parameter. ``kernels="fast"`` changes
+these four things and nothing else:
 
 - **Dropout masks** are drawn 64 bits at a time from torch's default generator (``random_`` on
   int64) and read as four 16-bit uniform integers; an element is kept when its integer is below
@@ -21,6 +23,10 @@ bf16 three times. ``kernels="fast"`` changes these three things and nothing else
   key and value projections) is cast once, not once per layer; and the weights of frozen linear
   layers are cast once per run, not at every forward pass (a weight changed in place is cast
   again). These casts are the very roundings autocast makes.
+- **The optimiser step** (Adam, AdamW) runs PyTorch's fused CPU kernel (``fused=True``): one
+  pass over each parameter instead of several ``foreach`` passes (0.10 s -> 0.03 s for
+  multilingual-e5-small's fine-tuning step on two threads). It is the same update; its float32
+  results can differ from the ``foreach`` ones in the last bit.
 
 Draws come from torch's default generator, so a seed fixes them and a saved generator state
 resumes them. ``kernels="torch"`` keeps PyTorch's own kernels (bit-identical to layerscope before
@@ -214,6 +220,14 @@ def _arguments(args, kwargs, names, defaults) -> list:
     values = dict(zip(names, args))
     values.update(kwargs)
     return [values[name] if name in values else defaults[name] for name in names]
+
+
+def optimizer_options(device: torch.device | str, kernels: str) -> dict[str, bool]:
+    """Keyword options for ``torch.optim.Adam``/``AdamW`` of a run on ``device`` with ``kernels``:
+    ``{"fused": True}`` with the fast kernels on a CPU, else none (PyTorch's default)."""
+    if resolve_kernels(device, kernels) == "fast" and torch.device(device).type == "cpu":
+        return {"fused": True}
+    return {}
 
 
 def training_kernels(device: torch.device | str, kernels: str):

@@ -209,6 +209,9 @@ def test_cli_end_to_end(base, tmp_path, capsys):
     assert list(wide["seed"]) == [31, 42] and list(wide["method"]) == ["baseline"] * 2
     assert {"final_eval_de_accuracy", "final_eval_en_accuracy", "final_eval_fr_accuracy"} <= set(wide.columns)
     assert (tmp_path / "res.tidy.csv").is_file() and (tmp_path / "res.json").is_file()
+    run = json.loads((tmp_path / "res.json").read_text())
+    assert run["config"]["micro_batch_size"] == 32  # no --micro-batch-size: the batch in one pass, recorded
+    assert run["kernels"] == "fast"
     assert cli.main(command[3:]) == 2  # the same command again, in this process
     assert capsys.readouterr().err.strip().splitlines() == [
         f"layerscope: error: {out}: exists; pass --force to replace it"]

@@ -196,6 +196,56 @@ def test_resolve_and_check():
     assert set(sweep_config.KERNELS) == set(kernels.KERNELS)
 
 
+# --------------------------------------------------------------------------- the optimiser
+
+
+def test_fast_kernels_ask_for_the_fused_optimiser_on_a_cpu_only():
+    assert kernels.optimizer_options("cpu", "fast") == kernels.optimizer_options("cpu", "auto") == {"fused": True}
+    assert kernels.optimizer_options("cpu", "torch") == {}
+    assert kernels.optimizer_options("cuda", "auto") == {}  # auto is torch on a GPU
+
+
+def test_fused_adamw_is_adamw_against_a_float64_reference():
+    """The fused AdamW the fast kernels build (through layerscope.optim, touched embedding rows
+    included) follows AdamW's definition computed in float64 to float32 rounding."""
+    from layerscope import optim
+
+    torch.manual_seed(0)
+    table = torch.nn.Embedding(50, 6)
+    out = torch.nn.Linear(6, 3)
+    model = torch.nn.ModuleDict({"table": table, "out": out})
+    model.get_input_embeddings = lambda: table
+    start = {k: v.detach().double().clone() for k, v in model.state_dict().items()}
+    lr, beta1, beta2, eps, decay = 1e-2, 0.9, 0.999, 1e-8, 0.0
+    optimizer = optim.adam(model.parameters(), decoupled=True, lr=lr, eps=eps, weight_decay=decay,
+                           embeddings=[table], **kernels.optimizer_options("cpu", "fast"))
+    assert optimizer.param_groups[0]["fused"]
+    generator = torch.Generator().manual_seed(1)
+    reference = {k: v.clone() for k, v in start.items()}
+    m = {k: torch.zeros_like(v) for k, v in start.items()}
+    v2 = {k: torch.zeros_like(v) for k, v in start.items()}
+    for step in range(1, 7):
+        ids = torch.randint(0, 20 if step < 4 else 50, (4, 5), generator=generator)  # rows 20-49 join late
+        optimizer.zero_grad(set_to_none=True)
+        with optim.sparse_gradients(optimizer):
+            out(torch.tanh(table(ids))).pow(2).mean().backward()
+        optimizer.step()
+        # AdamW by its definition, in float64, with gradients from the float64 weights (an
+        # untouched row has zero gradient and moments: it does not move)
+        w = {k: reference[k].clone().requires_grad_() for k in reference}
+        (torch.tanh(w["table.weight"][ids]) @ w["out.weight"].T + w["out.bias"]).pow(2).mean().backward()
+        for key in reference:
+            grad = w[key].grad
+            m[key] = beta1 * m[key] + (1 - beta1) * grad
+            v2[key] = beta2 * v2[key] + (1 - beta2) * grad ** 2
+            m_hat, v_hat = m[key] / (1 - beta1 ** step), v2[key] / (1 - beta2 ** step)
+            reference[key] = reference[key] * (1 - lr * decay) - lr * m_hat / (v_hat.sqrt() + eps)
+        for key, value in model.state_dict().items():
+            torch.testing.assert_close(value.double(), reference[key], rtol=0, atol=2e-6)
+    moved = (model.state_dict()["table.weight"].double() != start["table.weight"]).any(dim=1)
+    assert moved[:20].all() and moved[20:].any() and not moved[20:].all()
+
+
 # --------------------------------------------------------------------------- the jobs
 
 
@@ -216,6 +266,32 @@ def test_realignment_takes_the_kernels_records_them_and_is_deterministic():
     assert realign(encoder, **common).checkpoint.meta["kernels"] == "fast"  # auto on a CPU
     with pytest.raises(LayerscopeError, match="unknown training kernels"):
         realign(encoder, kernels="cuda-graphs", **common)
+
+
+def test_the_jobs_step_with_the_fused_optimiser_under_the_fast_kernels(monkeypatch):
+    from test_realign import FAST, dictionary, make_corpus
+
+    from layerscope import optim
+    from layerscope.realign import realign
+    from layerscope.tasks import TaggedSentence, TaskModel, TrainSettings, train_task
+    from layerscope.tasks.features import encode_tagging
+
+    built = []
+    real_adam = optim.adam
+    monkeypatch.setattr(optim, "adam", lambda *a, **kw: built.append(real_adam(*a, **kw)) or built[-1])
+    encoder = tiny_encoder()
+    fused = []
+    for choice in ("fast", "torch", "auto"):
+        realign(encoder, parallel=make_corpus(), pairs=dictionary(), freeze="none", seed=3, kernels=choice, **FAST)
+        fused.append(bool(built[-1].param_groups[0]["fused"]))
+    sentences = [TaggedSentence(s.split(), ["AB"[i % 2] for i in range(len(s.split()))], str(n))
+                 for n, s in enumerate(synthetic_parallel(8)["en"])]
+    features = encode_tagging(encoder.tokenizer, sentences, {"A": 0, "B": 1}, max_length=32)
+    for choice in ("fast", "torch"):
+        train_task(TaskModel(copy.deepcopy(encoder), "tagging", 2), features, TrainSettings(steps=1, batch_size=8),
+                   pad_id=encoder.tokenizer.pad_token_id, kernels=choice)
+        fused.append(bool(built[-1].param_groups[0]["fused"]))
+    assert fused == [True, False, True, True, False]
 
 
 def test_fine_tuning_casts_each_weight_once_per_step_with_the_same_result():

@@ -56,21 +56,26 @@ class _Toy(nn.Module):
         return self.out(torch.tanh(self.table(ids))).pow(2).mean()
 
 
-@pytest.mark.parametrize("width,decoupled,sparse", [(384, False, True), (37, True, True), (64, False, False)])
-def test_equals_dense_adam_step_by_step(width, decoupled, sparse):
+@pytest.mark.parametrize("width,decoupled,sparse,fused", [(384, False, True, False), (37, True, True, False),
+                                                          (64, False, False, False), (384, False, True, True),
+                                                          (37, True, True, True), (64, True, False, True)])
+def test_equals_dense_adam_step_by_step(width, decoupled, sparse, fused):
     """20 steps with two backward passes each (rows repeated within and across them), clipping
     on odd steps, no zero_grad before step 7, row 999 touched at step 3 only and rows 30-49 only in the first 5 steps: every
     parameter is torch.equal to the dense optimiser's after every step; untouched rows never move
-    and the once-touched rows keep moving afterwards."""
+    and the once-touched rows keep moving afterwards. ``fused``: both take PyTorch's fused CPU
+    kernel (the fast training kernels' optimiser)."""
     torch.manual_seed(0)
     reference = _Toy(1000, width)
     candidate = copy.deepcopy(reference)
     start = reference.table.weight.detach().clone()
     kind = torch.optim.AdamW if decoupled else torch.optim.Adam
-    dense_opt = kind(reference.parameters(), lr=1e-2, weight_decay=0.0)
+    options = {"fused": True} if fused else {}
+    dense_opt = kind(reference.parameters(), lr=1e-2, weight_decay=0.0, **options)
     rows_opt = optim.adam(candidate.parameters(), lr=1e-2, weight_decay=0.0, decoupled=decoupled,
-                          embeddings=optim.word_embeddings(candidate), hook=sparse)
+                          embeddings=optim.word_embeddings(candidate), hook=sparse, **options)
     assert isinstance(rows_opt, optim.TouchedRowsAdam)
+    assert bool(rows_opt.param_groups[0]["fused"]) == fused
     generator = torch.Generator().manual_seed(1)
     late = {}
     for step in range(20):

@@ -77,7 +77,7 @@ def test_warmup_then_linear_decay(encoders):
     assert factors[11] == pytest.approx(0.5)  # (20 - 11) / 18
     assert factors[-1] == pytest.approx(1 / 18) and all(a >= b for a, b in zip(factors[2:], factors[3:]))
     settings = TrainSettings(epochs=2, batch_size=32, micro_batch_size=8)
-    assert settings.accumulation == 4 and settings.total_steps(65) == 6  # ⌈65/32⌉ = 3 per epoch
+    assert settings.accumulation() == 4 and settings.total_steps(65) == 6  # ⌈65/32⌉ = 3 per epoch
     from layerscope.tasks.job import _fresh_copy
 
     encoder = _fresh_copy(encoders[0.1])
@@ -121,6 +121,16 @@ def test_gradient_accumulation_equals_one_big_batch(encoders):
     assert h_big.task_loss == pytest.approx(h_acc.task_loss, rel=1e-5)
     for key in w_big:
         assert torch.allclose(w_big[key], w_acc[key], atol=1e-6), key
+
+
+def test_the_default_micro_batch_is_each_process_share_of_the_batch():
+    settings = TrainSettings(batch_size=32)
+    assert settings.micro_batch_size is None
+    assert (settings.micro_batch(), settings.accumulation()) == (32, 1)
+    assert (settings.micro_batch(2), settings.accumulation(2)) == (16, 2)  # one pass per process
+    assert TrainSettings(batch_size=32, micro_batch_size=8).micro_batch(2) == 8
+    with pytest.raises(LayerscopeError, match="batch size 32 does not split over 3 processes"):
+        settings.micro_batch(3)
 
 
 def test_bad_settings_are_refused():

@@ -14,7 +14,7 @@ evaluate it zero-shot on every target language given, once per seed. Optionally 
 steps as fine-tuning steps by default) or jointly (--realign during: task loss + 0.1 x the
 realignment loss at every step, the freeze policy keeping the realignment gradient out of the
 frozen blocks). AdamW, linear warm-up over 10% of the steps then linear decay, an effective
-batch of 32 by gradient accumulation, no gradient clipping; defaults per task and model as the
+batch of 32 (in one forward pass unless --micro-batch-size splits it), no gradient clipping; defaults per task and model as the
 official AlignFreeze scripts set them (96 sub-tokens; lr 2e-5, 7.5e-6 for XLM-R); deterministic
 on CPU for a seed.
 
@@ -72,8 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     training.add_argument("--epochs", type=float, help="epochs (default: 5 for pos, ner and qa, 2 for nli)")
     training.add_argument("--steps", type=int, help="optimiser steps (overrides --epochs)")
     training.add_argument("--batch-size", type=int, default=32, help="effective batch size (default: 32)")
-    training.add_argument("--micro-batch-size", type=int, default=8,
-                          help="examples per forward pass; gradients accumulate to --batch-size (default: 8)")
+    training.add_argument("--micro-batch-size", type=int,
+                          help="examples per forward pass when memory is short; gradients accumulate to "
+                               "--batch-size (default: the whole batch in one pass, per process)")
     training.add_argument("--lr", type=float,
                           help="AdamW peak learning rate (default: 2e-5; 7.5e-6 for XLM-R, from the config's "
                                "model_type)")

@@ -25,7 +25,7 @@ from .. import optim, progress
 from ..distributed import SINGLE, Workers
 from ..errors import LayerscopeError
 from ..models.encoder import Encoder
-from ..kernels import training_kernels
+from ..kernels import optimizer_options, training_kernels
 from ..precision import autocast, full_precision
 from ..probes.activations import capture_output
 from .data import Batch, Example, RoundRobinSampler, collate
@@ -129,7 +129,8 @@ class Realigner:
     Seeds the global torch generator with ``seed`` (dropout draws from it) and builds the head
     right after, so a run is reproducible on CPU. ``precision`` (``fp32``, ``bf16``, ``auto``) is
     that of the encoder's forward pass (:mod:`layerscope.precision`), ``kernels`` (``torch``,
-    ``fast``, ``auto``) how its dropout and attention are computed (:mod:`layerscope.kernels`).
+    ``fast``, ``auto``) how its dropout, attention and optimiser step are computed
+    (:mod:`layerscope.kernels`).
 
     One optimiser step averages the gradients of ``accumulation`` micro-batches of
     ``batch_size`` sentence pairs on each of the ``workers``' processes (each micro-batch's mean
@@ -159,7 +160,8 @@ class Realigner:
         # In one process the embedding gradients are gathered per backward pass; under data
         # parallelism they are read after DistributedDataParallel's all-reduce.
         self.optimizer = optim.adam([*trainable, *self.head.parameters()], lr=lr,
-                                    embeddings=optim.word_embeddings(encoder.model), hook=not workers.distributed)
+                                    embeddings=optim.word_embeddings(encoder.model), hook=not workers.distributed,
+                                    **optimizer_options(encoder.device, kernels))
         self.loss_module = workers.wrap(_LossModule(encoder, self.head, layer, temperature, precision,
                                                             kernels))
         self.step = 0

@@ -29,7 +29,7 @@ class FinetuneConfig:
     epochs: float | None = None
     steps: int | None = None
     batch_size: int = 32
-    micro_batch_size: int = 8
+    micro_batch_size: int | None = None  # None: the whole batch per process (TrainSettings.micro_batch)
     lr: float | None = None
     warmup: float = 0.1
     weight_decay: float = 0.0

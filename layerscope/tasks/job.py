@@ -280,7 +280,7 @@ def finetune(
     epochs: float | None = None,
     steps: int | None = None,
     batch_size: int = 32,
-    micro_batch_size: int = 8,
+    micro_batch_size: int | None = None,
     lr: float | None = None,
     warmup: float = 0.1,
     weight_decay: float = 0.0,
@@ -331,7 +331,9 @@ def finetune(
         :func:`~layerscope.tasks.results.method_name`).
     dev : source-language evaluation data, reported as ``final_eval_same_<metric>``.
     epochs, steps : training length (default: the task's epochs, 5 for pos, ner and qa, 2 for nli).
-    batch_size : effective batch (32), reached by accumulating micro-batches of ``micro_batch_size``.
+    batch_size : effective batch (32); ``micro_batch_size`` splits it into micro-batches whose
+        gradients accumulate (default None: the whole batch in one pass per process; the size
+        used is in ``run["config"]``).
     lr : AdamW peak learning rate (default 2e-5; 7.5e-6 for XLM-R, told by the model config's
         ``model_type``, as the official scripts set them); ``warmup``: fraction of steps of
         linear warm-up (0.1), then linear decay to 0.
@@ -382,6 +384,7 @@ def finetune(
         check_outputs(paths, force)
     team = workers(config.device)
     target = team.device or resolve_device(config.device)
+    config = dataclasses.replace(config, micro_batch_size=config.train_settings(0).micro_batch(team.world_size))
     if labels is not None:
         _label_list(spec, [], labels)  # a bad label set fails before any data is read
     base = _as_encoder(source, model, target, trust_remote_code)

@@ -1,7 +1,8 @@
 """The fine-tuning loop: AdamW, linear warm-up then linear decay, gradient accumulation.
 
-One optimiser step sees an effective batch of ``batch_size`` examples (32 by default), split
-into micro-batches of ``micro_batch_size`` whose summed losses are divided by the effective
+One optimiser step sees an effective batch of ``batch_size`` examples (32 by default), in one
+forward pass per process by default or split into micro-batches of ``micro_batch_size``
+(gradient accumulation, when memory is short) whose summed losses are divided by the effective
 batch's total units (labelled tokens or examples), so the step is the same however the batch
 is split. The learning rate rises linearly from 0 over the first ``warmup`` fraction of steps
 and falls linearly to 0 at the last step (the Hugging Face ``linear`` schedule). Gradients are
@@ -32,7 +33,7 @@ import torch
 from .. import optim, progress
 from ..distributed import SINGLE, Workers
 from ..errors import LayerscopeError
-from ..kernels import training_kernels
+from ..kernels import optimizer_options, training_kernels
 from ..precision import autocast, full_precision
 from .features import IGNORE, Feature
 from .heads import TaskModel, batch_loss
@@ -45,7 +46,7 @@ class TrainSettings:
     epochs: float = 3.0
     steps: int | None = None
     batch_size: int = 32
-    micro_batch_size: int = 8
+    micro_batch_size: int | None = None  # None: the whole batch of a process in one pass
     lr: float = 2e-5
     warmup: float = 0.1
     weight_decay: float = 0.0
@@ -55,9 +56,10 @@ class TrainSettings:
     def __post_init__(self) -> None:
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise LayerscopeError(f"batch size must be a positive integer, got {self.batch_size!r}")
-        if not isinstance(self.micro_batch_size, int) or self.micro_batch_size < 1:
+        if self.micro_batch_size is not None and (
+                not isinstance(self.micro_batch_size, int) or self.micro_batch_size < 1):
             raise LayerscopeError(f"micro-batch size must be a positive integer, got {self.micro_batch_size!r}")
-        if self.batch_size % self.micro_batch_size:
+        if self.micro_batch_size is not None and self.batch_size % self.micro_batch_size:
             raise LayerscopeError(f"batch size {self.batch_size} is not a multiple of the micro-batch size "
                                   f"{self.micro_batch_size}")
         if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
@@ -71,9 +73,18 @@ class TrainSettings:
         if self.weight_decay < 0:
             raise LayerscopeError(f"weight decay must be >= 0, got {self.weight_decay!r}")
 
-    @property
-    def accumulation(self) -> int:
-        return self.batch_size // self.micro_batch_size
+    def micro_batch(self, world_size: int = 1) -> int:
+        """Examples per forward pass: ``micro_batch_size``, or by default the share of the batch
+        of each of ``world_size`` processes (``batch_size`` in one process: no accumulation)."""
+        if self.micro_batch_size is not None:
+            return self.micro_batch_size
+        if self.batch_size % world_size:
+            raise LayerscopeError(f"batch size {self.batch_size} does not split over {world_size} processes")
+        return self.batch_size // world_size
+
+    def accumulation(self, world_size: int = 1) -> int:
+        """Micro-batches per optimiser step, over all processes."""
+        return self.batch_size // self.micro_batch(world_size)
 
     def total_steps(self, n_examples: int) -> int:
         """Optimiser steps of the run: ``steps``, or ⌈epochs × ⌈n / batch_size⌉⌉."""
@@ -168,16 +179,17 @@ def train_task(model: TaskModel, features: Sequence[Feature], settings: TrainSet
     if workers.distributed:
         if objective is not None:
             raise LayerscopeError("the 'during' schedule runs in one process; launch it without accelerate")
-        if settings.accumulation % workers.world_size:
+        if settings.accumulation(workers.world_size) % workers.world_size:
             raise LayerscopeError(
-                f"{settings.accumulation} micro-batches per step (batch {settings.batch_size} / micro-batch "
-                f"{settings.micro_batch_size}) do not split over {workers.world_size} processes")
+                f"{settings.accumulation(workers.world_size)} micro-batches per step (batch {settings.batch_size} / "
+                f"micro-batch {settings.micro_batch_size}) do not split over {workers.world_size} processes")
     device = torch.device(device)
     torch.manual_seed(settings.seed)
     model.to(device)
     wrapped = workers.wrap(model)
     if workers.distributed:
         torch.manual_seed(settings.seed * 1_000_003 + 7_919 * (workers.rank + 1))  # own dropout stream
+    micro = settings.micro_batch(workers.world_size)
     total = settings.total_steps(len(features))
     warmup_steps = math.ceil(settings.warmup * total)
     decay, no_decay = [], []
@@ -191,7 +203,8 @@ def train_task(model: TaskModel, features: Sequence[Feature], settings: TrainSet
     # AdamW; with weight decay 0 (the default) only the touched word-embedding rows are updated,
     # bit for bit as the dense one (layerscope.optim).
     optimizer = optim.adam(groups, decoupled=True, lr=settings.lr, eps=1e-8,
-                           embeddings=optim.word_embeddings(model.base), hook=not workers.distributed)
+                           embeddings=optim.word_embeddings(model.base), hook=not workers.distributed,
+                           **optimizer_options(device, kernels))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: linear_schedule(step, warmup_steps=warmup_steps, total_steps=total))
     clip_params = [p for group in groups for p in group["params"]]
@@ -204,8 +217,7 @@ def train_task(model: TaskModel, features: Sequence[Feature], settings: TrainSet
             optim.sparse_gradients(optimizer):
         for step, indices in enumerate(_batches(len(features), settings, total)):
             indices = sorted(indices, key=lambda i: len(features[i].input_ids))
-            micro_indices = [indices[k:k + settings.micro_batch_size]
-                             for k in range(0, len(indices), settings.micro_batch_size)]
+            micro_indices = [indices[k:k + micro] for k in range(0, len(indices), micro)]
             units = _units(features, indices, model.kind)
             mine = micro_indices[workers.rank::workers.world_size]
             optimizer.zero_grad(set_to_none=True)
