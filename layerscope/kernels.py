@@ -14,7 +14,8 @@ these four things and nothing else:
   int64) and read as four 16-bit uniform integers; an element is kept when its integer is below
   ``round((1 - p) * 65536)``. The keep probability is thus ``1 - p`` rounded to a multiple of
   2**-16 (p = 0.1 keeps 0.899994), and kept values are scaled by the inverse of that
-  probability, so that the expectation is exactly the input, as in inverted dropout.
+  probability, so that the expectation is exactly the input, as in inverted dropout. (On a
+  bf16 tensor the scale is a bf16 number, 1.109375 for p = 0.1, as in PyTorch's own dropout.)
 - **Attention with dropout** is computed here, in the autocast dtype under autocast, as Hugging
   Face's eager attention does (scores, softmax output and dropout in bf16, the softmax reducing
   in float32), and in float32 (float64 for float64 inputs) otherwise; the weights of a query

@@ -42,6 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compare-langs", help="languages for compare (default: --langs; 'all' = every language "
                                                   "of the evaluation corpus)")
     parser.add_argument("--precision", default="auto", help="forward-pass precision: auto, fp32 or bf16")
+    parser.add_argument("--kernels", default="auto", choices=["auto", "fast", "torch"],
+                        help="realignment training kernels (layerscope.kernels; auto: fast on a CPU)")
     parser.add_argument("--steps", type=int, help="realignment steps (demo: 200)")
     parser.add_argument("--lr", type=float, help="realignment learning rate (demo: 3e-4; default: layerscope's)")
     parser.add_argument("--layer", type=int, help="realignment layer (negative from the end: -2 = hidden_states[L-1], "
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             result = realign(base, parallel=parallel, pairs=pairs,  # realign works on a copy
                              langs=args.langs, freeze=policy, steps=steps, lr=lr, layer=args.layer, seed=args.seed,
                              device=args.device,
-                             precision=args.precision)
+                             precision=args.precision, kernels=args.kernels)
             path = staging / f"realigned-{policy}.pt"
             save_checkpoint(path, result.checkpoint)
             compare_langs = None if args.compare_langs == "all" else (args.compare_langs or args.langs)

@@ -15,8 +15,9 @@ OUT=${1:-runs/real-model}
 # Realignment: MUSE dictionary pairs on Tatoeba-Challenge for ten languages of several families,
 # 60 steps of 16 sentence pairs at lr 2e-5 (mBERT's published rate; layerscope's default for an
 # XLM-R-type model such as this one is the published 7.5e-6). Compare: 300 FLORES devtest
-# sentences of every language against English.
-python analyses/layerwise_alignfreeze/run.py --base e5-small \
+# sentences of every language against English. PyTorch's training kernels: the figures of
+# docs/real-model.md predate layerscope's fast CPU kernels (other dropout draws, other numbers).
+python analyses/layerwise_alignfreeze/run.py --base e5-small --kernels torch \
     --parallel "tatoeba:$DATA/tatoeba_challenge" --pairs "dict:$DATA/muse" \
     --langs fr,de,es,ru,zh,ja,ar,hi,tr,fi --compare-langs all \
     --corpus "flores:$DATA/flores200/devtest" --limit 300 \
