@@ -13,10 +13,10 @@ evaluate it zero-shot on every target language given, once per seed. Optionally 
 (--realign before: realign with a freeze policy, then fine-tune everything; as many realignment
 steps as fine-tuning steps by default) or jointly (--realign during: task loss + 0.1 x the
 realignment loss at every step, the freeze policy keeping the realignment gradient out of the
-frozen blocks). AdamW, linear warm-up over 10% of the steps then linear decay, an effective
-batch of 32 (in one forward pass unless --micro-batch-size splits it), no gradient clipping; defaults per task and model as the
-official AlignFreeze scripts set them (96 sub-tokens; lr 2e-5, 7.5e-6 for XLM-R); deterministic
-on CPU for a seed.
+frozen blocks). AdamW, linear warm-up over 10% of the steps then linear decay, a batch of 32
+(in one forward pass unless --micro-batch-size splits it), no gradient clipping; defaults per
+task and model as the official AlignFreeze scripts set them (96 sub-tokens; lr 2e-5, 7.5e-6 for
+XLM-R); deterministic on CPU for a seed.
 
 Writes the per-seed table (one row per seed and method, final_eval_<lang>_<metric> columns, the
 layout of the published AlignFreeze results), a tidy table (seed, method, lang, metric, score)

@@ -176,20 +176,20 @@ def train_task(model: TaskModel, features: Sequence[Feature], settings: TrainSet
     """
     if not features:
         raise LayerscopeError("no training examples")
+    micro = settings.micro_batch(workers.world_size)
     if workers.distributed:
         if objective is not None:
             raise LayerscopeError("the 'during' schedule runs in one process; launch it without accelerate")
-        if settings.accumulation(workers.world_size) % workers.world_size:
+        if (settings.batch_size // micro) % workers.world_size:
             raise LayerscopeError(
-                f"{settings.accumulation(workers.world_size)} micro-batches per step (batch {settings.batch_size} / "
-                f"micro-batch {settings.micro_batch_size}) do not split over {workers.world_size} processes")
+                f"{settings.batch_size // micro} micro-batches per step (batch {settings.batch_size} / micro-batch "
+                f"{micro}) do not split over {workers.world_size} processes")
     device = torch.device(device)
     torch.manual_seed(settings.seed)
     model.to(device)
     wrapped = workers.wrap(model)
     if workers.distributed:
         torch.manual_seed(settings.seed * 1_000_003 + 7_919 * (workers.rank + 1))  # own dropout stream
-    micro = settings.micro_batch(workers.world_size)
     total = settings.total_steps(len(features))
     warmup_steps = math.ceil(settings.warmup * total)
     decay, no_decay = [], []
