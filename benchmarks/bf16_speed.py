@@ -168,7 +168,8 @@ def main() -> None:
         rows[f"realignment step, batch 16, freeze {args.freeze}"] = time_realign_step(
             encoder, data, freeze=args.freeze, sentences=64, repeats=args.repeats, kernels=args.kernels)
     if "finetune" in jobs:
-        split = f" ({32 // args.micro_batch_size} × {args.micro_batch_size})" if args.micro_batch_size else ""
+        micro = args.micro_batch_size or 32
+        split = f" ({32 // micro} × {micro})" if micro < 32 else ""
         rows[f"fine-tuning step, batch 32{split}, UPOS, all parameters"] = time_finetune_step(
             encoder, data, steps=args.ft_steps, repeats=args.repeats, kernels=args.kernels,
             micro_batch_size=args.micro_batch_size)
